@@ -1,0 +1,57 @@
+"""attrflow: how information flows between tokens inside Transformer models.
+
+Self-attention attribution (Hao et al., AAAI 2021), attention rollout and attention flow (Abnar & Zuidema,
+ACL 2020) for any 🤗 transformers model, with the evaluation around them.
+
+    >>> import attrflow
+    >>> model = attrflow.load_model("sentiment")
+    >>> result = attrflow.attribute(model, "what a wonderful day")
+    >>> result.top_interactions(5)
+
+Importing attrflow is cheap: the public names below are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AttrflowError": "attrflow.errors",
+    "InvalidInputError": "attrflow.errors",
+    "UnsupportedModelError": "attrflow.errors",
+    "MissingDependencyError": "attrflow.errors",
+    "ResultFormatError": "attrflow.errors",
+    "RunMismatchError": "attrflow.errors",
+    "AttentionAttribution": "attrflow.results",
+    "load_result": "attrflow.results",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from attrflow.errors import (
+        AttrflowError,
+        InvalidInputError,
+        MissingDependencyError,
+        ResultFormatError,
+        RunMismatchError,
+        UnsupportedModelError,
+    )
+    from attrflow.results import AttentionAttribution, load_result
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'attrflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,40 @@
+"""The exception tree of attrflow.
+
+Every error a user can cause raises a subclass of :class:`AttrflowError` whose message says what went wrong and
+what to do about it. ``assert`` is reserved for internal invariants.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttrflowError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "ResultFormatError",
+    "RunMismatchError",
+    "UnsupportedModelError",
+]
+
+
+class AttrflowError(Exception):
+    """Base class of every error raised on purpose by attrflow."""
+
+
+class InvalidInputError(AttrflowError, ValueError):
+    """An argument or an input (text, target, steps, file contents, ...) is not usable."""
+
+
+class UnsupportedModelError(AttrflowError):
+    """The model's attention cannot be read or replaced by attrflow (e.g. it bypasses AttentionInterface)."""
+
+
+class MissingDependencyError(AttrflowError, ImportError):
+    """An optional dependency is needed for this feature; the message names the extra to install."""
+
+
+class ResultFormatError(AttrflowError):
+    """A saved result or run directory is missing, corrupt or of an unknown schema version."""
+
+
+class RunMismatchError(AttrflowError):
+    """A resumed run was started with settings that differ from those recorded in its output."""
