@@ -27,7 +27,14 @@ _EXPORTS: dict[str, str] = {
     "ResultFormatError": "attrflow.errors",
     "RunMismatchError": "attrflow.errors",
     "AttentionAttribution": "attrflow.results",
+    "RecordedAttention": "attrflow.results",
     "load_result": "attrflow.results",
+    "Model": "attrflow.models",
+    "Encoding": "attrflow.models",
+    "load_model": "attrflow.models",
+    "attribute": "attrflow.methods",
+    "AttentionAttributor": "attrflow.methods",
+    "record_attention": "attrflow.methods",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -41,7 +48,9 @@ if TYPE_CHECKING:
         RunMismatchError,
         UnsupportedModelError,
     )
-    from attrflow.results import AttentionAttribution, load_result
+    from attrflow.methods import AttentionAttributor, attribute, record_attention
+    from attrflow.models import Encoding, Model, load_model
+    from attrflow.results import AttentionAttribution, RecordedAttention, load_result
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from attrflow.errors import InvalidInputError, ResultFormatError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SCHEMA_VERSION", "AttentionAttribution", "load_result"]
+__all__ = ["SCHEMA_VERSION", "AttentionAttribution", "RecordedAttention", "load_result"]
 
 SCHEMA_VERSION = 1
 _KIND_KEY = "attrflow.kind"
@@ -218,6 +218,39 @@ class AttentionAttribution:
             f"target={self.target_label or self.target}, probability={self.probability:.4f}, "
             f"max|completeness_gap|={gap:.2e})"
         )
+
+
+@dataclass(frozen=True, eq=False)
+class RecordedAttention:
+    """The attention probabilities of every layer on one input, with the model's prediction.
+
+    Attributes:
+        tokens: the n real tokens.
+        attentions: float32 ``[L, H, n, n]`` (row = query, column = key).
+        predicted: predicted class (or next-token id); ``predicted_label`` its name.
+        probability: its softmax probability.
+        special_mask: True for special tokens.
+        output_position: the position whose output the prediction reads.
+        input_ids: the n token ids (empty for images).
+    """
+
+    tokens: tuple[str, ...]
+    attentions: torch.Tensor
+    predicted: int
+    predicted_label: str | None
+    probability: float
+    special_mask: tuple[bool, ...] = ()
+    output_position: int = 0
+    input_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.tokens)
+        if self.attentions.dim() != 4 or self.attentions.shape[2:] != (n, n):
+            raise InvalidInputError(f"attentions must be [layers, heads, {n}, {n}]")
+
+    def __repr__(self) -> str:
+        L, H = self.attentions.shape[:2]
+        return f"RecordedAttention(tokens={len(self.tokens)}, layers={L}, heads={H}, predicted={self.predicted_label or self.predicted})"
 
 
 _RESULT_TYPES: dict[str, Any] = {"AttentionAttribution": AttentionAttribution}

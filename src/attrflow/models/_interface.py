@@ -1,0 +1,179 @@
+"""attrflow's own attention function, registered with ``transformers.AttentionInterface``.
+
+While attrflow works, a model is switched to the implementation named :data:`IMPL_NAME`. The function computes
+attention exactly as the SDPA/eager paths do (same masks, causal rule, grouped-query heads, scaling), but
+materialises the probabilities so that a :class:`Session` can record them, gate heads, or replace one site's
+probabilities by ``α·A`` with gradients taken on the very tensor that multiplies V.
+
+Attention *sites* are numbered by call order within one forward pass: DistilBERT, ALBERT and ViT modules carry
+no ``layer_idx`` and ALBERT reuses one module for every layer, so modules cannot identify layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from attrflow.errors import UnsupportedModelError
+
+IMPL_NAME = "attrflow"
+
+_SESSION: ContextVar[Session | None] = ContextVar("attrflow_session", default=None)
+_registered = False
+
+
+@dataclass
+class Session:
+    """What the attention function does during the forward passes run inside :func:`active_session`.
+
+    Attributes:
+        record: keep a detached copy of every site's probabilities in ``records``.
+        replace_site: the site whose probabilities are replaced by ``alphas[b] · A`` (row b of the batch).
+        alphas: ``[B]`` scale factors for the replaced site.
+        require_grad: make the replaced tensor a leaf that requires grad (stored in ``replaced``).
+        gate: ``[num_sites, H]`` multipliers of each head's probabilities (1 keep, 0 prune).
+        edits: per site, a ``[n, n]`` multiplier of the probabilities (all heads), e.g. to mask interactions.
+    """
+
+    record: bool = False
+    replace_site: int | None = None
+    alphas: torch.Tensor | None = None
+    require_grad: bool = False
+    gate: torch.Tensor | None = None
+    edits: dict[int, torch.Tensor] = field(default_factory=dict)
+    # filled while running
+    count: int = 0
+    records: list[torch.Tensor] = field(default_factory=list)
+    modules: list[nn.Module] = field(default_factory=list)
+    site_block_call: list[int] = field(default_factory=list)
+    block_calls: int = 0
+    replaced: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget what the previous forward pass left (call before each pass)."""
+        self.count = 0
+        self.records = []
+        self.modules = []
+        self.site_block_call = []
+        self.block_calls = 0
+        self.replaced = None
+
+    def on_site(self, module: nn.Module, probs: torch.Tensor) -> torch.Tensor:
+        """Apply this session's interventions to the probabilities ``[B, H, q, k]`` of the next site."""
+        site = self.count
+        self.count += 1
+        self.modules.append(module)
+        self.site_block_call.append(self.block_calls - 1)
+        if self.gate is not None and site < self.gate.shape[0]:
+            probs = probs * self.gate[site].to(probs.dtype).view(1, -1, 1, 1)
+        edit = self.edits.get(site)
+        if edit is not None:
+            probs = probs * edit.to(probs.dtype)
+        if site == self.replace_site:
+            assert self.alphas is not None
+            base = probs.detach()
+            replaced = self.alphas.to(base.dtype).view(-1, 1, 1, 1) * base
+            if self.require_grad:
+                replaced = replaced.detach().requires_grad_(True)
+            self.replaced = replaced
+            probs = replaced
+        if self.record:
+            self.records.append(probs.detach())
+        return probs
+
+
+@contextlib.contextmanager
+def active_session(session: Session) -> Iterator[Session]:
+    """Make ``session`` the one the attention function consults (nesting restores the outer one)."""
+    token = _SESSION.set(session)
+    try:
+        yield session
+    finally:
+        _SESSION.reset(token)
+
+
+def _repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return states
+    batch, kv_heads, length, dim = states.shape
+    expanded = states[:, :, None, :, :].expand(batch, kv_heads, n_rep, length, dim)
+    return expanded.reshape(batch, kv_heads * n_rep, length, dim)
+
+
+def attrflow_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention with materialised probabilities (the AttentionInterface signature).
+
+    Shapes: query ``[B, H, q, d]``, key/value ``[B, H_kv, k, d]`` (H_kv divides H), mask broadcastable to
+    ``[B, H, q, k]`` (boolean: True = attend; float: added to the scores). Returns ``([B, q, H, d], [B, H, q, k])``.
+    """
+    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
+        raise UnsupportedModelError(
+            f"{type(module).__name__} uses attention sinks (extra softmax logits); attrflow's probabilities would "
+            "not be the model's. This architecture is not supported."
+        )
+    heads = query.shape[1]
+    if key.shape[1] != heads:
+        if heads % key.shape[1]:
+            raise UnsupportedModelError(f"{type(module).__name__}: {heads} query heads vs {key.shape[1]} key heads")
+        key = _repeat_kv(key, heads // key.shape[1])
+        value = _repeat_kv(value, heads // value.shape[1])
+    q_len = query.shape[2]
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(q_len > 1 and attention_mask is None and causal)
+    if causal and key.shape[2] > q_len:
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    position_bias = kwargs.get("position_bias")
+    if position_bias is not None:
+        scores = scores + position_bias
+    softcap = kwargs.get("softcap")
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    kv_len = key.shape[2]
+    if attention_mask is not None:
+        mask = attention_mask[..., :kv_len]
+        bool_mask = mask.dtype == torch.bool
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if bool_mask else scores + mask
+    elif causal:
+        allowed = torch.ones(q_len, kv_len, dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if dropout > 0.0 and module.training:
+        probs = nn.functional.dropout(probs, p=dropout, training=True)
+    session = _SESSION.get()
+    if session is not None:
+        probs = session.on_site(module, probs)
+    output = torch.matmul(probs, value)
+    return output.transpose(1, 2).contiguous(), probs
+
+
+def ensure_registered() -> None:
+    """Register the attention function and its (materialised, additive) mask builder once per process."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(IMPL_NAME, attrflow_attention_forward)
+    # boolean masks as SDPA gets them (None where SDPA would skip the mask); the function above handles both
+    ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, sdpa_mask)
+    _registered = True

@@ -1,0 +1,627 @@
+"""The model wrapper: loading, encoding inputs, and running forward passes with attention interventions.
+
+This module (with ``_interface``) is the only place that touches transformers internals. A wrapped model is
+switched to attrflow's attention implementation only inside :meth:`Model.engaged`, which restores the original
+implementation, the training flag and every hook on exit, also after an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+from torch import nn
+
+from attrflow.errors import InvalidInputError, UnsupportedModelError
+from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered
+
+logger = logging.getLogger(__name__)
+
+Task = Literal["sequence-classification", "causal-lm", "image-classification"]
+TASKS: tuple[Task, ...] = ("sequence-classification", "causal-lm", "image-classification")
+
+_TASK_SUFFIXES: tuple[tuple[str, Task], ...] = (
+    ("ForSequenceClassification", "sequence-classification"),
+    ("ForCausalLM", "causal-lm"),
+    ("LMHeadModel", "causal-lm"),
+    ("ForImageClassification", "image-classification"),
+    ("ForImageClassificationWithTeacher", "image-classification"),
+)
+
+InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
+
+# the head gate set by the innermost Model.gate_heads (None outside)
+_GATE: ContextVar[torch.Tensor | None] = ContextVar("attrflow_gate", default=None)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One input, ready for the model.
+
+    Attributes:
+        inputs: model keyword arguments, batch size 1 (``input_ids``, ``attention_mask``, ... or ``pixel_values``).
+        tokens: the names of the n real positions (tokens, or patches for images).
+        positions: ``[n]`` indices of the real positions inside the padded sequence.
+        special_mask: True for special tokens.
+        input_ids: the n token ids (empty for images).
+        segment_ids: segment of each real token, if the model has token types.
+        output_position: index (among the n real positions) whose output the model's prediction reads.
+        truncated: whether the text was cut to the model's maximum length.
+    """
+
+    inputs: Mapping[str, torch.Tensor]
+    tokens: tuple[str, ...]
+    positions: torch.Tensor
+    special_mask: tuple[bool, ...]
+    input_ids: tuple[int, ...] = ()
+    segment_ids: tuple[int, ...] | None = None
+    output_position: int = 0
+    truncated: bool = False
+
+    @property
+    def length(self) -> int:
+        """Number of real positions n."""
+        return len(self.tokens)
+
+
+@dataclass
+class _Probe:
+    """What one probing forward pass revealed about the model's attention."""
+
+    num_sites: int
+    num_heads: int
+    causal: bool
+    blocks: list[nn.Module] = field(default_factory=list)
+    site_block_call: list[int] = field(default_factory=list)
+    replay_ok: bool = False
+
+
+def _task_of(model: nn.Module) -> Task | None:
+    name = type(model).__name__
+    for suffix, task in _TASK_SUFFIXES:
+        if name.endswith(suffix):
+            return task
+    return None
+
+
+class Model:
+    """A 🤗 transformers model (+ tokenizer) that attrflow can read and intervene on.
+
+    Build it with :func:`load_model`. ``model`` is the wrapped transformers model, returned to its original state
+    after every attrflow call.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any = None, *, task: Task | None = None, name: str | None = None):
+        if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+            raise InvalidInputError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
+        config = model.config
+        if getattr(config, "is_encoder_decoder", False):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} is an encoder-decoder model; attrflow supports encoders, decoders and ViTs "
+                "(sequence classification, causal LM, image classification) for now"
+            )
+        resolved = task or _task_of(model)
+        if resolved is None:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no head attrflow can explain; load it with a head, e.g. "
+                "AutoModelForSequenceClassification, AutoModelForCausalLM or AutoModelForImageClassification, "
+                "or pass task=..."
+            )
+        if resolved not in TASKS:
+            raise InvalidInputError(f"task must be one of {TASKS}, got {resolved!r}")
+        self.model: Any = model
+        self.tokenizer = tokenizer
+        self.task: Task = resolved
+        self.name = name or getattr(config, "_name_or_path", "") or type(model).__name__
+        self._depth = 0
+        self._saved: tuple[Any, bool] | None = None
+        ensure_registered()
+        self._probe = self._run_probe()
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def num_layers(self) -> int:
+        """Number of attention sites (layers) in one forward pass."""
+        return self._probe.num_sites
+
+    @property
+    def num_heads(self) -> int:
+        """Number of attention heads per layer (query heads for grouped-query attention)."""
+        return self._probe.num_heads
+
+    @property
+    def causal(self) -> bool:
+        """Whether every layer's attention is causal (a decoder)."""
+        return self._probe.causal
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of classes (or vocabulary size for causal LMs)."""
+        config = self.model.config
+        if self.task == "causal-lm":
+            return int(config.get_text_config().vocab_size)
+        return int(config.num_labels)
+
+    def label_name(self, index: int) -> str | None:
+        """Readable name of output ``index`` (``id2label`` or the decoded token)."""
+        if self.task == "causal-lm":
+            return None if self.tokenizer is None else str(self.tokenizer.decode([index]))
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return id2label.get(index)
+
+    def __repr__(self) -> str:
+        return (
+            f"attrflow.Model({self.name!r}, task={self.task!r}, layers={self.num_layers}, heads={self.num_heads}, "
+            f"architecture={type(self.model).__name__})"
+        )
+
+    # ------------------------------------------------------------------ engagement
+    @contextlib.contextmanager
+    def engaged(self) -> Iterator[None]:
+        """Route the model's attention through attrflow and switch to eval mode; restore both on exit."""
+        if self._depth == 0:
+            config = self.model.config
+            original = config._attn_implementation
+            was_training = self.model.training
+            if original != IMPL_NAME:
+                self._set_impl(IMPL_NAME)
+            self._saved = (original, was_training)
+            self.model.eval()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._saved is not None:
+                original, was_training = self._saved
+                self._saved = None
+                if original != IMPL_NAME:
+                    self._set_impl(original)
+                self.model.train(was_training)
+
+    def _set_impl(self, name: str) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.model.set_attn_implementation(name)
+        except (ValueError, KeyError, AttributeError, NotImplementedError) as exc:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}: cannot route attention through attrflow ({exc})"
+            ) from exc
+
+    # ------------------------------------------------------------------ probing
+    def _dummy_inputs(self) -> dict[str, torch.Tensor]:
+        config = self.model.config
+        if self.task == "image-classification":
+            size = getattr(config, "image_size", 224)
+            size = size if isinstance(size, int) else size[0]
+            channels = getattr(config, "num_channels", 3)
+            generator = torch.Generator().manual_seed(0)
+            return {"pixel_values": torch.randn(1, channels, size, size, generator=generator)}
+        vocab = int(config.get_text_config().vocab_size)
+        ids = torch.arange(5, 5 + 6) % vocab
+        return {"input_ids": ids.view(1, -1), "attention_mask": torch.ones(1, ids.numel(), dtype=torch.long)}
+
+    def _run_probe(self) -> _Probe:
+        """Check that attention routes through attrflow and gives the model's own outputs; find the blocks."""
+        dummy = {k: v.to(self.device) for k, v in self._dummy_inputs().items()}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                reference = self._logits(self.model(**dummy))
+        finally:
+            self.model.train(was_training)
+        session = Session(record=True)
+        blocks = _candidate_blocks(self.model)
+        with self.engaged(), torch.no_grad(), _counting_hooks(blocks, session), active_session(session):
+            session.reset()
+            ours = self._logits(self.model(**dummy))
+        arch = type(self.model).__name__
+        if session.count == 0:
+            raise UnsupportedModelError(
+                f"{arch} computes attention inline and bypasses transformers' AttentionInterface, so attrflow "
+                "cannot read or replace its attention probabilities. Supported: BERT, RoBERTa, DistilBERT, ALBERT, "
+                "ELECTRA, GPT-2, Llama-family, ViT and other models that use AttentionInterface."
+            )
+        if not torch.allclose(ours, reference, rtol=1e-4, atol=1e-4):
+            diff = float((ours - reference).abs().max())
+            raise UnsupportedModelError(
+                f"{arch}: outputs through attrflow's attention differ from the model's own by {diff:.2e}; "
+                "its attention does something attrflow does not reproduce, so results would be wrong"
+            )
+        heads = {int(r.shape[1]) for r in session.records}
+        if len(heads) != 1:
+            raise UnsupportedModelError(f"{arch}: layers have different head counts {sorted(heads)}")
+        causal = (
+            all(bool((r.triu(diagonal=1) == 0).all()) for r in session.records) and session.records[0].shape[-1] > 1
+        )
+        probe = _Probe(num_sites=session.count, num_heads=heads.pop(), causal=causal)
+        probe.blocks = blocks
+        probe.site_block_call = list(session.site_block_call)
+        probe.replay_ok = self._check_replay(probe, dummy, ours)
+        logger.debug(
+            "probed %s: %d sites, %d heads, replay=%s", arch, probe.num_sites, probe.num_heads, probe.replay_ok
+        )
+        return probe
+
+    def _check_replay(self, probe: _Probe, dummy: Mapping[str, torch.Tensor], clean: torch.Tensor) -> bool:
+        """Whether expanding the batch at a block (reusing the layers below) gives the model's outputs."""
+        if not probe.blocks or any(call < 0 for call in probe.site_block_call):
+            return False
+        site = probe.num_sites - 1 if probe.num_sites > 1 else 0
+        try:
+            session = Session(replace_site=site, alphas=torch.ones(2, device=self.device))
+            with self.engaged(), torch.no_grad():
+                out = self._forward(dummy, session, batch=2, replay=True, probe=probe)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            logger.debug("layer replay unavailable: %s", exc)
+            return False
+        return bool(out.shape[0] == 2 and torch.allclose(out, clean.expand_as(out), rtol=1e-5, atol=1e-6))
+
+    # ------------------------------------------------------------------ running
+    def _logits(self, output: Any, position: int | None = None) -> torch.Tensor:
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        if self.task == "causal-lm":
+            logits = logits[:, -1 if position is None else position]
+        return cast(torch.Tensor, logits)
+
+    def _forward(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        session: Session,
+        *,
+        batch: int = 1,
+        replay: bool = False,
+        position: int | None = None,
+        probe: _Probe | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[batch, C]`` of the explained position, with ``session`` active (call inside ``engaged``).
+
+        With ``replay``, the model runs on the batch-1 input and the hidden states are expanded to ``batch`` rows
+        at the block that holds ``session.replace_site``, so the layers below run once instead of ``batch`` times.
+        """
+        probe = probe or self._probe
+        session.reset()
+        if session.gate is None:
+            session.gate = _GATE.get()
+        if replay and batch > 1:
+            assert session.replace_site is not None
+            target_call = probe.site_block_call[session.replace_site]
+            with _expanding_hooks(probe.blocks, session, target_call, batch), active_session(session):
+                out = self.model(**inputs)
+        else:
+            if batch > 1:
+                inputs = {k: v.expand(batch, *v.shape[1:]) for k, v in inputs.items()}
+            with active_session(session):
+                out = self.model(**inputs)
+        logits = self._logits(out, position)
+        if logits.shape[0] != batch:
+            raise RuntimeError(f"expected {batch} output rows, got {logits.shape[0]}")
+        return logits
+
+    def run(
+        self,
+        encoding: Encoding,
+        session: Session | None = None,
+        *,
+        batch: int = 1,
+    ) -> torch.Tensor:
+        """Logits ``[batch, C]`` at the explained position of ``encoding`` under ``session`` (grad as the caller set).
+
+        When the session replaces a site and the model allows it, the layers below that site are computed once.
+        """
+        session = session or Session()
+        position = int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
+        with self.engaged():
+            use_replay = self._probe.replay_ok and session.replace_site is not None
+            return self._forward(encoding.inputs, session, batch=batch, replay=use_replay, position=position)
+
+    # ------------------------------------------------------------------ inputs
+    def max_length(self) -> int | None:
+        """Longest input in tokens the model accepts (None when unbounded or unknown)."""
+        limits = []
+        tokenizer_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tokenizer_max, int) and tokenizer_max < 1_000_000:
+            limits.append(tokenizer_max)
+        config = self.model.config.get_text_config()
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if isinstance(positions, int) and positions > 0:
+            # RoBERTa-style position ids start after the padding index
+            offset = (
+                (config.pad_token_id + 1)
+                if type(self.model).__name__.startswith(("Roberta", "XLMRoberta", "Camembert"))
+                else 0
+            )
+            limits.append(positions - offset)
+        return min(limits) if limits else None
+
+    def encode(self, text: str, text_pair: str | None = None, *, truncation: bool = True) -> Encoding:
+        """Tokenise ``text`` (and ``text_pair``) into an :class:`Encoding` of batch size 1.
+
+        Args:
+            text: the input text; must not be empty or only whitespace.
+            text_pair: optional second segment (sentence-pair tasks).
+            truncation: cut inputs longer than the model's maximum (with a warning); False raises instead.
+
+        Raises:
+            InvalidInputError: empty text, or too long with ``truncation=False``, or no tokenizer.
+        """
+        if self.tokenizer is None:
+            raise InvalidInputError("this model has no tokenizer: pass inputs as a dict of tensors, or give tokenizer=")
+        for label, value in (("text", text), ("text_pair", text_pair)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidInputError(f"{label} is empty or only whitespace; give a non-empty string")
+        limit = self.max_length()
+        full = self.tokenizer(text, text_pair, truncation=False)
+        length = len(full["input_ids"])
+        truncated = False
+        if limit is not None and length > limit:
+            if not truncation:
+                raise InvalidInputError(
+                    f"the input has {length} tokens but the model accepts at most {limit}; shorten it or allow "
+                    "truncation (truncation=True, the default)"
+                )
+            warnings.warn(f"input of {length} tokens truncated to the model's maximum of {limit}", stacklevel=2)
+            truncated = True
+        encoded = self.tokenizer(
+            text, text_pair, truncation=truncated, max_length=limit if truncated else None, return_tensors="pt"
+        )
+        encoding = self.from_tensors(dict(encoded))
+        return Encoding(**{**encoding.__dict__, "truncated": truncated})
+
+    def from_tensors(self, inputs: Mapping[str, Any]) -> Encoding:
+        """Wrap a dict of batch-1 tensors (``input_ids``/``attention_mask``/... or ``pixel_values``)."""
+        tensors: dict[str, torch.Tensor] = {}
+        for key, value in inputs.items():
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+            if tensor.dim() == 1 and key != "pixel_values":
+                tensor = tensor.unsqueeze(0)
+            if tensor.shape[0] != 1:
+                raise InvalidInputError(
+                    f"{key} has batch size {tensor.shape[0]}; attrflow explains one input at a time"
+                )
+            tensors[key] = tensor.to(self.device)
+        if "pixel_values" in tensors:
+            return self._image_encoding(tensors)
+        ids = tensors.get("input_ids")
+        if ids is None:
+            raise InvalidInputError("inputs need 'input_ids' (text models) or 'pixel_values' (image models)")
+        if ids.numel() == 0:
+            raise InvalidInputError("input_ids is empty")
+        vocab = int(self.model.config.get_text_config().vocab_size)
+        if int(ids.max()) >= vocab or int(ids.min()) < 0:
+            raise InvalidInputError(f"input_ids must lie in [0, {vocab}) for this model")
+        mask = tensors.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(ids)
+            tensors["attention_mask"] = mask
+        positions = torch.nonzero(mask[0].bool(), as_tuple=False).flatten()
+        if positions.numel() == 0:
+            raise InvalidInputError("attention_mask masks every token")
+        id_list = [int(i) for i in ids[0, positions]]
+        tokens = self._token_names(id_list)
+        special_ids = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+        special = tuple(i in special_ids for i in id_list)
+        segments = tensors.get("token_type_ids")
+        segment_ids = None if segments is None else tuple(int(s) for s in segments[0, positions])
+        output_position = len(id_list) - 1 if (self.causal or self.task == "causal-lm") else 0
+        return Encoding(
+            inputs=tensors,
+            tokens=tokens,
+            positions=positions.cpu(),
+            special_mask=special,
+            input_ids=tuple(id_list),
+            segment_ids=segment_ids,
+            output_position=output_position,
+        )
+
+    def _token_names(self, ids: Sequence[int]) -> tuple[str, ...]:
+        if self.tokenizer is None:
+            return tuple(f"#{i}" for i in ids)
+        return tuple(str(t) for t in self.tokenizer.convert_ids_to_tokens(list(ids)))
+
+    def _image_encoding(self, tensors: dict[str, torch.Tensor]) -> Encoding:
+        session = Session(record=True)
+        with self.engaged(), torch.no_grad():
+            self._forward(tensors, session)
+        n = int(session.records[0].shape[-1])
+        config = self.model.config
+        patch = getattr(config, "patch_size", None)
+        size = tensors["pixel_values"].shape[-1]
+        grid = size // patch if isinstance(patch, int) and patch > 0 else 0
+        extra = n - grid * grid if grid else 0
+        names = ["[CLS]", "[DIST]"][:extra] + [f"[TOK{i}]" for i in range(2, extra)]
+        names += [f"patch({r},{c})" for r in range(grid) for c in range(grid)] if grid else [f"#{i}" for i in range(n)]
+        return Encoding(
+            inputs=tensors,
+            tokens=tuple(names[:n]),
+            positions=torch.arange(n),
+            special_mask=tuple(i < extra for i in range(n)),
+            output_position=0,
+        )
+
+    def prepare(self, inputs: InputLike, *, truncation: bool = True) -> Encoding:
+        """Turn any accepted input form into an :class:`Encoding`.
+
+        Accepted: a string; a ``(text, text_pair)`` tuple; a dict of batch-1 tensors; an :class:`Encoding`.
+        """
+        if isinstance(inputs, Encoding):
+            return inputs
+        if isinstance(inputs, str):
+            return self.encode(inputs, truncation=truncation)
+        if isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
+            return self.encode(inputs[0], inputs[1], truncation=truncation)
+        if isinstance(inputs, Mapping):
+            return self.from_tensors(inputs)
+        raise InvalidInputError(
+            f"cannot explain an input of type {type(inputs).__name__}: give a string, a (text, text_pair) tuple, "
+            "or a dict of tensors with batch size 1"
+        )
+
+    # ------------------------------------------------------------------ conveniences
+    def predict_proba(self, inputs: InputLike) -> torch.Tensor:
+        """Output probabilities ``[C]`` (softmax over classes or the next-token vocabulary) for one input."""
+        encoding = self.prepare(inputs)
+        with torch.no_grad():
+            return torch.softmax(self.run(encoding).float(), dim=-1)[0]
+
+    @contextlib.contextmanager
+    def gate_heads(self, mask: torch.Tensor) -> Iterator[None]:
+        """Multiply each head's attention probabilities by ``mask[layer, head]`` inside the block.
+
+        This replaces ``head_mask``, which transformers v5 removed: a gated head's output is zero before the
+        output projection (bias and residual still pass). Use 0 to prune a head, 1 to keep it.
+        """
+        gate = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
+        if gate.shape != (self.num_layers, self.num_heads):
+            raise InvalidInputError(f"head mask must be [{self.num_layers}, {self.num_heads}], got {tuple(gate.shape)}")
+        outer = _GATE.get()
+        token = _GATE.set(gate if outer is None else outer * gate)
+        try:
+            yield
+        finally:
+            _GATE.reset(token)
+
+
+def _candidate_blocks(model: nn.Module) -> list[nn.Module]:
+    """Modules that are elements of a ModuleList: the layer blocks of every transformers architecture."""
+    blocks: list[nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            blocks.extend(module)
+    return blocks
+
+
+@contextlib.contextmanager
+def _counting_hooks(blocks: Sequence[nn.Module], session: Session) -> Iterator[None]:
+    def count(_module: nn.Module, _args: Any) -> None:
+        session.block_calls += 1
+
+    handles = [block.register_forward_pre_hook(count) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def _expanding_hooks(blocks: Sequence[nn.Module], session: Session, target_call: int, batch: int) -> Iterator[None]:
+    """Expand the hidden states entering block call number ``target_call`` from 1 to ``batch`` rows."""
+
+    def expand(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+        call = session.block_calls
+        session.block_calls += 1
+        if call != target_call:
+            return None
+        if args and isinstance(args[0], torch.Tensor):
+            hidden = args[0]
+            return (hidden.expand(batch, *hidden.shape[1:]).contiguous(), *args[1:]), kwargs
+        for key in ("hidden_states", "x", "hidden_state"):
+            value = kwargs.get(key)
+            if isinstance(value, torch.Tensor):
+                kwargs[key] = value.expand(batch, *value.shape[1:]).contiguous()
+                return args, kwargs
+        raise RuntimeError("could not find the hidden states entering the block")
+
+    handles = [block.register_forward_pre_hook(expand, with_kwargs=True) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def load_model(
+    source: str | Path | nn.Module,
+    *,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    task: Task | None = None,
+) -> Model:
+    """Wrap a model for attrflow: a built-in name, a local checkpoint directory, or a loaded transformers model.
+
+    Args:
+        source: ``"sentiment"`` / ``"agreement"`` (models shipped with attrflow), a local directory with
+            ``config.json`` and weights, or a ``PreTrainedModel`` object. Nothing is downloaded from a hub.
+        tokenizer: the tokenizer (or image processor); loaded from the directory when omitted.
+        device: where to run (default: where the model is, or CPU for directories).
+        task: override the task inferred from the model's head class.
+
+    Returns:
+        A :class:`Model`; the transformers model stays unchanged outside attrflow calls.
+
+    Raises:
+        InvalidInputError: the path does not exist or is not a checkpoint.
+        UnsupportedModelError: the architecture bypasses AttentionInterface, or has no explainable head.
+    """
+    if isinstance(source, nn.Module):
+        model = source
+        if device is not None:
+            model = model.to(device)
+        return Model(model, tokenizer, task=task)
+    if isinstance(source, str) and not Path(source).exists():
+        from attrflow import zoo
+
+        builtins: tuple[str, ...] = tuple(getattr(zoo, "BUILTIN_MODELS", ()))
+        if source in builtins:
+            model, builtin_tokenizer = zoo.load_builtin(source, device=device)  # type: ignore[attr-defined]
+            return Model(model, tokenizer or builtin_tokenizer, task=task, name=source)
+        raise InvalidInputError(
+            f"no model directory {source!r} and no built-in model of that name (built-in: "
+            f"{', '.join(builtins) or 'none'}); attrflow never downloads from a hub"
+        )
+    return Model(*_load_directory(Path(source), tokenizer, device, task), task=task, name=str(source))
+
+
+def _load_directory(
+    path: Path, tokenizer: Any, device: str | torch.device | None, task: Task | None
+) -> tuple[nn.Module, Any]:
+    import transformers
+
+    if not (path / "config.json").is_file():
+        raise InvalidInputError(f"{path} is not a transformers checkpoint directory (no config.json)")
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    architecture = (getattr(config, "architectures", None) or [""])[0]
+    auto = {
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "image-classification": transformers.AutoModelForImageClassification,
+    }
+    chosen = task
+    if chosen is None:
+        for suffix, suffix_task in _TASK_SUFFIXES:
+            if architecture.endswith(suffix):
+                chosen = suffix_task
+                break
+    if chosen is None:
+        raise UnsupportedModelError(
+            f"{path}: the checkpoint's architecture {architecture or '(none)'} has no explainable head; pass task= "
+            "('sequence-classification', 'causal-lm' or 'image-classification') to add one"
+        )
+    model = auto[chosen].from_pretrained(path, local_files_only=True)
+    if device is not None:
+        model = model.to(device)
+    if tokenizer is None:
+        try:
+            if chosen == "image-classification":
+                tokenizer = transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
+            else:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            logger.warning("no tokenizer found in %s (%s); pass inputs as tensors or give tokenizer=", path, exc)
+            tokenizer = None
+    return model, tokenizer

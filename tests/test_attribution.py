@@ -1,0 +1,171 @@
+"""Self-attention attribution against an independent naive implementation, its axioms, and its contracts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.tiny_models import ARCHITECTURES, build, example_inputs
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+import attrflow
+from attrflow.errors import InvalidInputError
+
+_ORACLE: dict = {}
+
+
+def _oracle_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' own SDPA everywhere, except the target site: its probabilities become the leaf α·A."""
+    site = _ORACLE["count"]
+    _ORACLE["count"] += 1
+    if site != _ORACLE["layer"]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    leaf = (_ORACLE["alpha"] * _ORACLE["A"]).detach().requires_grad_(True)
+    _ORACLE["leaf"] = leaf
+    value = repeat_kv(value, query.shape[1] // value.shape[1])
+    return torch.matmul(leaf, value).transpose(1, 2).contiguous(), leaf
+
+
+AttentionInterface.register("oracle_test", _oracle_attention)
+
+
+def naive_attattr(model, inputs, layer, target, steps):
+    """The paper's algorithm, literally: one full forward+backward per left-Riemann point (official code)."""
+    model.eval()
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    A = out.attentions[layer].float()
+    model.set_attn_implementation("oracle_test")
+    total = torch.zeros_like(A)
+    try:
+        for k in range(steps):
+            _ORACLE.update(count=0, layer=layer, alpha=k / steps, A=A)
+            logits = model(**inputs).logits
+            logits = logits[:, -1] if logits.dim() == 3 else logits
+            prob = torch.softmax(logits, -1)[0, target]
+            (grad,) = torch.autograd.grad(prob, _ORACLE["leaf"])
+            total += grad
+    finally:
+        model.set_attn_implementation("sdpa")
+    return (total * (A / steps))[0]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_riemann_left_equals_naive_loop(arch):
+    model = build(arch)
+    inputs = example_inputs(arch)
+    result = attrflow.attribute(attrflow.load_model(model), inputs, steps=6, rule="riemann-left")
+    for row, layer in enumerate(result.layers):
+        expected = naive_attattr(model, inputs, layer, result.target, steps=6)
+        torch.testing.assert_close(result.attributions[row], expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama", "vit"])
+def test_gauss_legendre_gap_shrinks_and_is_small(arch):
+    # larger initial weights make the integrand clearly non-linear in alpha
+    model = attrflow.load_model(build(arch, init_scale=0.1))
+    inputs = example_inputs(arch)
+    gaps = {m: attrflow.attribute(model, inputs, steps=m).completeness_gap.abs().max().item() for m in (1, 2, 8)}
+    riemann = attrflow.attribute(model, inputs, steps=20, rule="riemann-left").completeness_gap.abs().max().item()
+    assert gaps[1] > gaps[2] > gaps[8]
+    assert gaps[8] < 1e-4
+    # 8 Gauss-Legendre points beat 20 left-Riemann points (the official setting) by a wide margin
+    assert gaps[8] < riemann / 10
+
+
+def test_completeness_gap_is_computed_for_real():
+    model = attrflow.load_model(build("bert", init_scale=0.2))
+    inputs = example_inputs("bert")
+    result = attrflow.attribute(model, inputs, steps=1, rule="riemann-left")
+    assert result.completeness_gap.abs().max() > 1e-2  # one point at alpha=0 is a poor integral
+    # one left-Riemann point is alpha=0: the sum is the gradient at zero attention times A, far from F(A)-F(0)
+    expected = result.attributions.sum(dim=(1, 2, 3)) - (result.probability - result.baseline_probability)
+    torch.testing.assert_close(result.completeness_gap, expected, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        model.model.eval()
+        p = torch.softmax(model.model(**inputs).logits, -1)[0, result.target].item()
+    assert result.probability == pytest.approx(p, rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "albert"])
+def test_results_do_not_depend_on_batch_size(arch):
+    model = attrflow.load_model(build(arch))
+    inputs = example_inputs(arch)
+    reference = attrflow.attribute(model, inputs, steps=5)
+    for batch_size in (1, 2, 4):
+        other = attrflow.attribute(model, inputs, steps=5, batch_size=batch_size)
+        torch.testing.assert_close(other.attributions, reference.attributions, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(other.completeness_gap, reference.completeness_gap, rtol=1e-4, atol=1e-9)
+
+
+def test_replay_of_lower_layers_matches_full_recomputation():
+    model = attrflow.load_model(build("bert", init_scale=0.3))
+    assert model._probe.replay_ok
+    inputs = example_inputs("bert")
+    fast = attrflow.attribute(model, inputs, steps=4)
+    model._probe.replay_ok = False
+    slow = attrflow.attribute(model, inputs, steps=4)
+    scale = slow.attributions.abs().max().item()
+    torch.testing.assert_close(fast.attributions, slow.attributions, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_layer_selection_accepts_negative_indices():
+    model = attrflow.load_model(build("bert"))
+    inputs = example_inputs("bert")
+    full = attrflow.attribute(model, inputs, steps=3)
+    last = attrflow.attribute(model, inputs, steps=3, layers=[-1, 0])
+    assert last.layers == (0, 2)
+    torch.testing.assert_close(last.attributions, full.attributions[[0, 2]])
+    with pytest.raises(InvalidInputError, match="out of range"):
+        attrflow.attribute(model, inputs, layers=[3])
+
+
+def test_explicit_target_and_bad_targets():
+    model = attrflow.load_model(build("bert"))
+    inputs = example_inputs("bert")
+    result = attrflow.attribute(model, inputs, steps=2, target=2)
+    assert result.target == 2
+    for bad in (-1, 3, 1.5, True):
+        with pytest.raises(InvalidInputError, match="target"):
+            attrflow.attribute(model, inputs, target=bad)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5])
+def test_bad_steps_raise(steps):
+    model = attrflow.load_model(build("bert"))
+    with pytest.raises(InvalidInputError, match="steps"):
+        attrflow.attribute(model, example_inputs("bert"), steps=steps)
+
+
+def test_bad_rule_and_batch_size_raise():
+    model = attrflow.load_model(build("bert"))
+    with pytest.raises(InvalidInputError, match="rule"):
+        attrflow.attribute(model, example_inputs("bert"), rule="simpson")
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        attrflow.attribute(model, example_inputs("bert"), batch_size=0)
+
+
+def test_causal_lm_explains_next_token_at_last_position():
+    model = attrflow.load_model(build("llama"))
+    inputs = example_inputs("llama")
+    result = attrflow.attribute(model, inputs, steps=2)
+    assert result.output_position == len(result.tokens) - 1
+    with torch.no_grad():
+        logits = model.model(**inputs).logits[0, -1]
+    assert result.predicted == int(logits.argmax())
+    # causal: nothing attends to the future, so no attribution above the diagonal
+    assert torch.all(result.attributions.triu(diagonal=1) == 0)
+
+
+def test_padding_positions_are_excluded():
+    model = attrflow.load_model(build("bert"))
+    inputs = example_inputs("bert", length=6)
+    padded = {
+        "input_ids": torch.cat([inputs["input_ids"], torch.zeros(1, 3, dtype=torch.long)], 1),
+        "attention_mask": torch.cat([inputs["attention_mask"], torch.zeros(1, 3, dtype=torch.long)], 1),
+    }
+    a = attrflow.attribute(model, inputs, steps=3)
+    b = attrflow.attribute(model, padded, steps=3)
+    assert len(b.tokens) == 6
+    torch.testing.assert_close(a.attributions, b.attributions, rtol=1e-4, atol=1e-7)

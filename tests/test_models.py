@@ -1,0 +1,214 @@
+"""The attention engine: models come back unchanged, gating, unsupported architectures, inputs, loading."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import transformers as T
+from tests.tiny_models import ARCHITECTURES, VOCAB, build, example_inputs, word_tokenizer
+
+import attrflow
+from attrflow.errors import InvalidInputError, UnsupportedModelError
+
+
+def _snapshot(model):
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    return model.config._attn_implementation, model.training, hooks
+
+
+def _outputs(model, inputs):
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(**inputs).logits.clone()
+    model.train(was)
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_model_is_returned_exactly_as_it_came(arch):
+    model = build(arch)
+    model.train()  # a model handed over in training mode must stay in training mode
+    inputs = example_inputs(arch)
+    before, outputs = _snapshot(model), _outputs(model, inputs)
+    wrapped = attrflow.load_model(model)
+    assert _snapshot(model) == before
+
+    attrflow.attribute(wrapped, inputs, steps=2)
+    attrflow.record_attention(wrapped, inputs)
+    with wrapped.gate_heads(torch.ones(wrapped.num_layers, wrapped.num_heads)):
+        wrapped.predict_proba(inputs)
+    assert _snapshot(model) == before
+    torch.testing.assert_close(_outputs(model, inputs), outputs)
+
+    with pytest.raises(InvalidInputError):
+        attrflow.attribute(wrapped, inputs, target=10**6)
+    assert _snapshot(model) == before
+
+
+def test_model_restored_after_exception_mid_forward():
+    model = build("bert")
+    inputs = example_inputs("bert")
+    before, outputs = _snapshot(model), _outputs(model, inputs)
+    wrapped = attrflow.load_model(model)
+    calls = {"n": 0}
+
+    def explode(_module, _args, _output):
+        calls["n"] += 1
+        if calls["n"] == 3:  # during the attribution of a layer, after replay hooks are installed
+            raise RuntimeError("boom")
+
+    handle = model.bert.encoder.layer[2].register_forward_hook(explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        attrflow.attribute(wrapped, inputs, steps=3)
+    handle.remove()
+    assert _snapshot(model) == before
+    torch.testing.assert_close(_outputs(model, inputs), outputs)
+    # and it still works afterwards
+    attrflow.attribute(wrapped, inputs, steps=2)
+
+
+def test_gating_a_head_equals_removing_its_values():
+    model = build("bert", init_scale=0.2).eval()
+    wrapped = attrflow.load_model(model)
+    inputs = example_inputs("bert")
+    layer, head, d = 1, 2, 32 // 4
+    gate = torch.ones(wrapped.num_layers, wrapped.num_heads)
+    gate[layer, head] = 0
+    with wrapped.gate_heads(gate):
+        gated = wrapped.predict_proba(inputs)
+        recorded = attrflow.record_attention(wrapped, inputs).attentions
+    clean = attrflow.record_attention(wrapped, inputs).attentions
+    assert torch.all(recorded[layer, head] == 0)
+    # heads other than the gated one, in that layer and below, are untouched
+    keep = [h for h in range(4) if h != head]
+    torch.testing.assert_close(recorded[layer, keep], clean[layer, keep])
+    torch.testing.assert_close(recorded[:layer], clean[:layer])
+    # independent check: a head whose value vectors are zero contributes nothing, exactly like a gated head
+    value = model.bert.encoder.layer[layer].attention.self.value
+    with torch.no_grad():
+        value.weight[head * d : (head + 1) * d] = 0
+        value.bias[head * d : (head + 1) * d] = 0
+        expected = torch.softmax(model(**inputs).logits, -1)[0]
+    torch.testing.assert_close(gated, expected, rtol=1e-5, atol=1e-6)
+    value.weight.data.copy_(build("bert", init_scale=0.2).bert.encoder.layer[layer].attention.self.value.weight)
+    assert not torch.allclose(gated, wrapped.predict_proba(inputs), atol=1e-4)  # the head mattered
+
+
+def test_gate_shape_is_checked():
+    wrapped = attrflow.load_model(build("bert"))
+    with pytest.raises(InvalidInputError, match="head mask"), wrapped.gate_heads(torch.ones(2, 2)):
+        pass
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: T.DebertaV2ForSequenceClassification(
+            T.DebertaV2Config(
+                hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=50
+            )
+        ),
+        lambda: T.MPNetForSequenceClassification(
+            T.MPNetConfig(
+                hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=50
+            )
+        ),
+    ],
+    ids=["deberta-v2", "mpnet"],
+)
+def test_architectures_that_bypass_the_interface_raise(model):
+    m = model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(UnsupportedModelError, match="bypasses"):
+            attrflow.load_model(m)
+    assert m.config._attn_implementation == "eager"
+
+
+def test_model_without_head_or_encoder_decoder_raise():
+    with pytest.raises(UnsupportedModelError, match="head"):
+        attrflow.load_model(
+            T.BertModel(T.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64))
+        )
+    t5 = T.T5ForSequenceClassification(
+        T.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=4, d_kv=8, vocab_size=50)
+    )
+    with pytest.raises(UnsupportedModelError, match="encoder-decoder"):
+        attrflow.load_model(t5)
+
+
+def test_grouped_query_attention_is_read_per_query_head():
+    wrapped = attrflow.load_model(build("llama"))
+    assert wrapped.num_heads == 4 and wrapped.causal
+    recorded = attrflow.record_attention(wrapped, example_inputs("llama"))
+    assert recorded.attentions.shape[:2] == (3, 4)
+    torch.testing.assert_close(recorded.attentions.sum(-1), torch.ones(3, 4, 8))
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama", "vit", "distilbert"])
+def test_recorded_attention_equals_eager_output_attentions(arch):
+    model = build(arch, init_scale=0.2).eval()
+    inputs = example_inputs(arch)
+    recorded = attrflow.record_attention(model, inputs).attentions
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        eager = torch.stack(model(**inputs, output_attentions=True).attentions)[:, 0]
+    torch.testing.assert_close(recorded, eager, rtol=1e-5, atol=1e-6)
+
+
+def _text_model(max_length: int = 32):
+    return attrflow.load_model(build("bert"), tokenizer=word_tokenizer(max_length))
+
+
+def test_text_and_text_pair_inputs():
+    model = _text_model()
+    single = attrflow.attribute(model, "the movie was great", steps=2)
+    assert single.tokens == ("[CLS]", "the", "movie", "was", "great", "[SEP]")
+    assert single.special_mask == (True, False, False, False, False, True)
+    pair = attrflow.attribute(model, ("the movie", "was great"), steps=2)
+    assert pair.tokens == ("[CLS]", "the", "movie", "[SEP]", "was", "great", "[SEP]")
+    assert pair.segment_ids == (0, 0, 0, 0, 1, 1, 1)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t"])
+def test_empty_text_raises(text):
+    with pytest.raises(InvalidInputError, match="empty"):
+        attrflow.attribute(_text_model(), text)
+
+
+def test_too_long_text_truncates_with_warning_or_raises():
+    model = _text_model(max_length=10)
+    text = " ".join(["good"] * 30)
+    with pytest.warns(UserWarning, match="truncated"):
+        result = attrflow.attribute(model, text, steps=1)
+    assert len(result.tokens) == 10 and result.settings["truncated"]
+    with pytest.raises(InvalidInputError, match="at most 10"):
+        attrflow.attribute(model, text, truncation=False)
+
+
+def test_bad_input_types_and_batches_raise():
+    model = _text_model()
+    with pytest.raises(InvalidInputError, match="type"):
+        attrflow.attribute(model, 42)
+    with pytest.raises(InvalidInputError, match="batch size"):
+        attrflow.attribute(model, {"input_ids": torch.ones(2, 4, dtype=torch.long)})
+    with pytest.raises(InvalidInputError, match="input_ids must lie"):
+        attrflow.attribute(model, {"input_ids": torch.tensor([[VOCAB + 5]])})
+
+
+def test_load_model_from_directory(tmp_path):
+    build("bert").save_pretrained(tmp_path)
+    word_tokenizer().save_pretrained(tmp_path)
+    model = attrflow.load_model(tmp_path)
+    assert (model.num_layers, model.num_heads, model.task) == (3, 4, "sequence-classification")
+    assert attrflow.attribute(model, "a good film", steps=1).tokens[1:-1] == ("a", "good", "film")
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(InvalidInputError, match="never downloads"):
+        attrflow.load_model("no/such/model")
+    with pytest.raises(InvalidInputError, match="config.json"):
+        attrflow.load_model(tmp_path)
