@@ -545,6 +545,20 @@ def _expanding_hooks(blocks: Sequence[nn.Module], session: Session, target_call:
             handle.remove()
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' weight-loading progress bar (attrflow shows its own progress where it matters)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     source: str | Path | nn.Module,
     *,
@@ -612,7 +626,8 @@ def _load_directory(
             f"{path}: the checkpoint's architecture {architecture or '(none)'} has no explainable head; pass task= "
             "('sequence-classification', 'causal-lm' or 'image-classification') to add one"
         )
-    model = auto[chosen].from_pretrained(path, local_files_only=True)
+    with _quiet_transformers():
+        model = auto[chosen].from_pretrained(path, local_files_only=True)
     if device is not None:
         model = model.to(device)
     if tokenizer is None:

