@@ -212,3 +212,28 @@ def test_load_model_errors(tmp_path):
         attrflow.load_model("no/such/model")
     with pytest.raises(InvalidInputError, match="config.json"):
         attrflow.load_model(tmp_path)
+
+
+def test_predict_batch_equals_one_at_a_time_and_respects_gates():
+    model = attrflow.load_model(build("bert", init_scale=0.2), tokenizer=word_tokenizer())
+    texts = ["the movie was great", "bad", ("the plot", "was very boring and not fun"), "i good"]
+    batched = model.predict_batch(texts, batch_size=3)
+    single = torch.stack([model.predict_proba(t) for t in texts])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
+    gate = torch.ones(3, 4)
+    gate[0] = 0
+    with model.gate_heads(gate):
+        gated_batch = model.predict_batch(texts)
+        gated_single = torch.stack([model.predict_proba(t) for t in texts])
+    torch.testing.assert_close(gated_batch, gated_single, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(gated_batch, batched, atol=1e-4)
+
+
+def test_predict_batch_for_causal_lm_reads_last_real_token():
+    tok = word_tokenizer()
+    tok.padding_side = "left"
+    model = attrflow.load_model(build("llama", init_scale=0.2), tokenizer=tok)
+    texts = ["the movie was great", "bad plot"]
+    batched = model.predict_batch(texts)
+    single = torch.stack([model.predict_proba(t) for t in texts])
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-6)

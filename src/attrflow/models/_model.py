@@ -478,6 +478,50 @@ class Model:
         with torch.no_grad():
             return torch.softmax(self.run(encoding).float(), dim=-1)[0]
 
+    def predict_batch(
+        self,
+        texts: Sequence[str] | Sequence[tuple[str, str | None]],
+        *,
+        batch_size: int = 32,
+    ) -> torch.Tensor:
+        """Output probabilities ``[len(texts), C]`` for many texts (or ``(text, text_pair)`` tuples), batched.
+
+        Padding never changes a row's result (checked in tests). Inputs longer than the model's maximum are
+        truncated silently here (dataset-scale evaluation); heads gated by :meth:`gate_heads` stay gated.
+        """
+        if self.tokenizer is None:
+            raise InvalidInputError("predict_batch needs a tokenizer; this model has none")
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        limit = self.max_length()
+        features = []
+        for item in texts:
+            first, second = (item, None) if isinstance(item, str) else (item[0], item[1])
+            features.append(self.tokenizer(first, second, truncation=limit is not None, max_length=limit))
+        # similar lengths together: less padding, same results (rows are independent)
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        rows: list[torch.Tensor] = []
+        with self.engaged(), torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                chunk = [features[i] for i in order[start : start + batch_size]]
+                encoded = self.tokenizer.pad(chunk, return_tensors="pt")
+                inputs = {k: v.to(self.device) for k, v in encoded.items()}
+                session = Session(gate=_GATE.get())
+                with active_session(session):
+                    output = self.model(**inputs)
+                logits = output.logits if hasattr(output, "logits") else output[0]
+                if self.task == "causal-lm":
+                    mask = inputs["attention_mask"]
+                    # last real position per row, for right or left padding
+                    last = mask.shape[1] - 1 - mask.flip(1).float().argmax(dim=1)
+                    logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
+                rows.append(torch.softmax(logits.float(), dim=-1).cpu())
+        if not rows:
+            return torch.empty(0, self.num_outputs)
+        result = torch.empty(len(order), rows[0].shape[-1])
+        result[torch.tensor(order)] = torch.cat(rows)
+        return result
+
     @contextlib.contextmanager
     def gate_heads(self, mask: torch.Tensor) -> Iterator[None]:
         """Multiply each head's attention probabilities by ``mask[layer, head]`` inside the block.
