@@ -237,3 +237,13 @@ def test_predict_batch_for_causal_lm_reads_last_real_token():
     batched = model.predict_batch(texts)
     single = torch.stack([model.predict_proba(t) for t in texts])
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-6)
+
+
+def test_predict_batch_accepts_token_ids():
+    tok = word_tokenizer()
+    model = attrflow.load_model(build("bert", init_scale=0.2), tokenizer=tok)
+    texts = ["the movie was great", ("the plot", "was boring")]
+    as_ids = [dict(tok(t)) for t in ["the movie was great"]] + [dict(tok("the plot", "was boring"))]
+    torch.testing.assert_close(model.predict_batch(as_ids), model.predict_batch(texts))
+    with pytest.raises(InvalidInputError, match="no input_ids"):
+        model.predict_batch([{"input_ids": []}])

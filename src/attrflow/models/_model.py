@@ -480,11 +480,15 @@ class Model:
 
     def predict_batch(
         self,
-        texts: Sequence[str] | Sequence[tuple[str, str | None]],
+        texts: Sequence[str | tuple[str, str | None] | Mapping[str, Sequence[int]]],
         *,
         batch_size: int = 32,
     ) -> torch.Tensor:
-        """Output probabilities ``[len(texts), C]`` for many texts (or ``(text, text_pair)`` tuples), batched.
+        """Output probabilities ``[len(texts), C]`` for many inputs, batched.
+
+        Items may be texts, ``(text, text_pair)`` tuples, or already tokenised inputs: mappings with
+        ``input_ids`` (and optionally ``token_type_ids``/``attention_mask``) as lists of ints, e.g. a tokenised
+        example with trigger word-pieces inserted or tokens deleted.
 
         Padding never changes a row's result (checked in tests). Inputs longer than the model's maximum are
         truncated silently here (dataset-scale evaluation); heads gated by :meth:`gate_heads` stay gated.
@@ -496,6 +500,14 @@ class Model:
         limit = self.max_length()
         features = []
         for item in texts:
+            if isinstance(item, Mapping):
+                ids = list(item["input_ids"])
+                if not ids:
+                    raise InvalidInputError("a tokenised item has no input_ids")
+                feature = {key: list(value) for key, value in item.items()}
+                feature.setdefault("attention_mask", [1] * len(ids))
+                features.append(feature)
+                continue
             first, second = (item, None) if isinstance(item, str) else (item[0], item[1])
             features.append(self.tokenizer(first, second, truncation=limit is not None, max_length=limit))
         # similar lengths together: less padding, same results (rows are independent)
