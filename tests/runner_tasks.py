@@ -2,8 +2,12 @@
 
     python tests/runner_tasks.py OUT NUM_EXAMPLES DELAY [ENGINE]
 
-runs :class:`ArithmeticTask` over :func:`make_dataset` into OUT, writing a part every two examples (the kill -9
-test starts this, kills it and starts it again).
+runs :class:`ArithmeticTask` over :func:`make_dataset` into OUT, writing a part per example (the kill -9 test
+starts this, kills it and starts it again).
+
+    python tests/runner_tasks.py --ray-head
+
+starts a local Ray (a stand-in for an existing cluster), prints its address and keeps it up until stdin closes.
 """
 
 from __future__ import annotations
@@ -138,7 +142,21 @@ class TinyTorchTask(DatasetTask):
         return [{"probabilities": p.tolist(), "prediction": int(p.argmax())} for p in probabilities]
 
 
+def serve_ray_head() -> None:
+    import ray
+
+    from attrflow.runner._engines import start_local_ray
+
+    start_local_ray(ray, 2)
+    print(ray.get_runtime_context().gcs_address, flush=True)
+    sys.stdin.read()
+    ray.shutdown()
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "--ray-head":
+        serve_ray_head()
+        return
     out, n, delay = argv[0], int(argv[1]), float(argv[2])
     engine = argv[3] if len(argv) > 3 else "local"
     run_dataset(

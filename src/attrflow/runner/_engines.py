@@ -53,16 +53,25 @@ class _TaskActor:
         self.task.teardown()
 
 
-def _local_ray_options(num_workers: int | None) -> dict[str, Any]:
+def start_local_ray(ray: Any, num_workers: int | None) -> None:
+    """``ray.init`` a local Ray whose workers import modules the way this process does.
+
+    The workers are started by Ray's daemons, which inherit this process's environment at ``init``: exporting
+    ``sys.path`` as ``PYTHONPATH`` for that moment lets them unpickle tasks defined in modules this process
+    found through ``sys.path`` changes (tests, notebooks, scripts beside it). A ``runtime_env`` would do the same
+    but costs seconds per worker.
+    """
     cpus = max(os.cpu_count() or 1, num_workers or 1)
-    return {
-        "num_cpus": cpus,
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "configure_logging": False,
-        # workers import the task's module the way this process does (tests, notebooks, scripts beside it)
-        "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
-    }
+    logger.info("starting a local Ray with %d CPUs", cpus)
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    finally:
+        if previous is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = previous
 
 
 def iter_ray(
@@ -88,12 +97,17 @@ def iter_ray(
             )
     elif address is not None:
         logger.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except ConnectionError as exc:
+            raise InvalidInputError(
+                f"cannot connect to the Ray cluster at {address!r} ({exc}). Check the address (the one "
+                "`ray start --head` printed, or ray://HOST:10001 for Ray Client); if the cluster uses token "
+                "authentication, set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN, or the token file) here as well."
+            ) from exc
         started = True
     else:
-        options = _local_ray_options(num_workers)
-        logger.info("starting a local Ray with %d CPUs", options["num_cpus"])
-        ray.init(**options)
+        start_local_ray(ray, num_workers)
         started = True
     actors: list[Any] = []
     try:
