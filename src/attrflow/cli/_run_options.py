@@ -1,0 +1,50 @@
+"""The options every dataset-level subcommand shares (heads, triggers, evaluation): defined once, here."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["ENGINES", "add_run_arguments", "run_options"]
+
+# the values of attrflow.runner.Engine, spelled out so that building the parser does not import the runner
+ENGINES = ("local", "ray")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
+    """Add ``--out --engine --address --num-workers --batch-size --no-progress`` to a subcommand's parser."""
+    group = parser.add_argument_group(
+        "dataset run",
+        "results go to a resumable run directory: run the same command again after an interruption to continue",
+    )
+    group.add_argument("--out", required=True, metavar="DIR", help="run directory (created, or resumed)")
+    group.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: this process (default); ray: replicas of the model on Ray workers (attrflow[ray])",
+    )
+    group.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --engine ray: an existing Ray cluster (default: start a local Ray and stop it afterwards)",
+    )
+    group.add_argument(
+        "--num-workers", type=int, metavar="N", help="with --engine ray: model replicas (default: one per CPU)"
+    )
+    group.add_argument(
+        "--batch-size", type=int, default=batch_size, metavar="N", help=f"examples per batch (default {batch_size})"
+    )
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`attrflow.runner.run_dataset` that :func:`add_run_arguments` parsed."""
+    return {
+        "out_dir": args.out,
+        "engine": args.engine,
+        "address": args.address,
+        "num_workers": args.num_workers,
+        "batch_size": args.batch_size,
+        "progress": not args.no_progress,
+    }
