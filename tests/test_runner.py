@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import attrflow
-from attrflow.errors import InvalidInputError, ResultFormatError, RunLockedError, RunMismatchError
+from attrflow.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    ResultFormatError,
+    RunLockedError,
+    RunMismatchError,
+)
 from attrflow.runner import DatasetTask, open_run, run_dataset
 from attrflow.runner._store import RunStore
 from runner_tasks import ArithmeticTask, TinyTorchTask, expected_record, make_dataset
@@ -112,6 +121,16 @@ def test_finished_run_started_again_computes_nothing(tmp_path):
     again = _run(out, ArithmeticTask(fail_on=range(N)))  # would raise if it computed anything
     assert (again.num_processed, again.num_done, again.complete) == (0, N, True)
     assert _parts(out) == parts
+
+    class NoSetup(ArithmeticTask):
+        @property
+        def name(self) -> str:
+            return "ArithmeticTask"
+
+        def setup(self) -> None:
+            raise AssertionError("a finished run must not load a model or start an engine")
+
+    assert _run(out, NoSetup(), engine="ray", num_workers=2).num_processed == 0
 
 
 def test_different_settings_refuse_to_mix(tmp_path):
@@ -321,6 +340,14 @@ def test_bad_options_and_tasks_are_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="runner adds it"):
         _run(tmp_path / "a", ClaimsId())
     assert not (tmp_path / "a").exists()  # refused before anything was written
+
+
+def test_ray_engine_without_ray_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name))
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    with pytest.raises(MissingDependencyError, match=r"attrflow\[ray\]"):
+        _run(tmp_path / "run", engine="ray")
+    assert not (tmp_path / "run").exists()
 
 
 def test_progress_bar_counts_resumed_examples(tmp_path, capsys):

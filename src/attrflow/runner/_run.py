@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from attrflow import __version__
+from attrflow._optional import require
 from attrflow.errors import InvalidInputError
 from attrflow.runner import _store
 from attrflow.runner._engines import iter_local, iter_ray
@@ -250,6 +252,8 @@ def _validate(engine: str, batch_size: int, num_workers: int | None, address: st
         raise InvalidInputError(f"num_workers must be a positive integer, got {num_workers!r}")
     if engine == "local" and (address is not None or num_workers not in (None, 1)):
         raise InvalidInputError("address and num_workers apply to engine='ray'; the local engine uses one worker")
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        require("ray")  # raises the error that names the extra to install
 
 
 def run_dataset(
@@ -284,7 +288,9 @@ def run_dataset(
         engine: ``"local"`` computes in this process; ``"ray"`` (extra ``attrflow[ray]``) fans the batches out
             over Ray workers that each hold a replica of the task. Same records, same directory, same resume.
         address: Ray only: the address of an existing cluster (``"ray://host:10001"``, ``"host:6379"``). Default:
-            attrflow starts a local Ray and stops it afterwards (or uses the Ray this process initialised).
+            attrflow starts a local Ray and stops it afterwards (or uses the Ray this process initialised). The
+            cluster's workers must be able to import attrflow and the task's module (install them there, or
+            call ``ray.init(address, runtime_env=...)`` yourself before ``run_dataset``, which then uses it).
         num_workers: Ray only: number of task replicas (default: one per CPU of the cluster).
         batch_size: examples per ``task.process`` call (memory and speed only: results do not depend on it).
         part_rows: rows per part file at most.
@@ -324,19 +330,22 @@ def run_dataset(
         pending = np.flatnonzero(~np.isin(ids, done))
         if done.size:
             logger.info("resuming %s: %d of %d examples already done", directory, done.size, ids.size)
-        processed = _compute(
-            task,
-            store,
-            _batches(dataset, ids, pending, batch_size),
-            total=int(ids.size),
-            initial=int(done.size),
-            engine=engine,
-            address=address,
-            num_workers=num_workers,
-            part_rows=part_rows,
-            checkpoint_seconds=checkpoint_seconds,
-            progress=progress,
-        )
+        # a finished run starts no engine (no model is loaded, no Ray is started)
+        processed = 0
+        if pending.size:
+            processed = _compute(
+                task,
+                store,
+                _batches(dataset, ids, pending, batch_size),
+                total=int(ids.size),
+                initial=int(done.size),
+                engine=engine,
+                address=address,
+                num_workers=num_workers,
+                part_rows=part_rows,
+                checkpoint_seconds=checkpoint_seconds,
+                progress=progress,
+            )
         result = RunResult(
             out_dir=directory,
             num_examples=int(ids.size),
