@@ -257,6 +257,13 @@ def test_leftover_temporary_files_are_removed(tmp_path):
     assert result.complete
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
 
+    # killed while writing run.json: only the lock and a temporary file are there, and the run starts afresh
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / ".lock").write_text("4242")
+    (fresh / ".run.json.4242.tmp").write_text('{"format": "attrf')
+    assert _run(fresh).read_table().equals(result.read_table())
+
 
 def test_damaged_part_is_reported_clearly(tmp_path):
     out = tmp_path / "run"
@@ -323,6 +330,8 @@ def test_bad_options_and_tasks_are_refused(tmp_path):
         _run(tmp_path / "a", engine="spark")
     with pytest.raises(InvalidInputError, match="batch_size"):
         _run(tmp_path / "a", batch_size=0)
+    with pytest.raises(InvalidInputError, match="checkpoint_seconds"):
+        _run(tmp_path / "a", checkpoint_seconds=-1)
     with pytest.raises(InvalidInputError, match="engine='ray'"):
         _run(tmp_path / "a", address="localhost:6379")
 

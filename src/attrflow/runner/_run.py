@@ -241,13 +241,17 @@ def _to_table(
         ) from exc
 
 
-def _validate(engine: str, batch_size: int, num_workers: int | None, address: str | None, part_rows: int) -> None:
+def _validate(
+    engine: str, batch_size: int, num_workers: int | None, address: str | None, part_rows: int, checkpoint: float
+) -> None:
     if engine not in get_args(Engine):
         raise InvalidInputError(f"engine must be one of {list(get_args(Engine))}, got {engine!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(part_rows, int) or part_rows < 1:
         raise InvalidInputError(f"part_rows must be a positive integer, got {part_rows!r}")
+    if not isinstance(checkpoint, int | float) or not checkpoint >= 0:
+        raise InvalidInputError(f"checkpoint_seconds must be a number >= 0, got {checkpoint!r}")
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
         raise InvalidInputError(f"num_workers must be a positive integer, got {num_workers!r}")
     if engine == "local" and (address is not None or num_workers not in (None, 1)):
@@ -309,7 +313,7 @@ def run_dataset(
 
     Exceptions raised by the task propagate after the results already computed have been stored.
     """
-    _validate(engine, batch_size, num_workers, address, part_rows)
+    _validate(engine, batch_size, num_workers, address, part_rows, checkpoint_seconds)
     directory = Path(out_dir)
     schema = _run_schema(task)
     ids = _example_ids(dataset)
