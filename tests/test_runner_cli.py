@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from attrflow.cli import main
+from attrflow.cli._common import add_attribution_options
 from attrflow.cli._run_options import ENGINES, add_run_arguments, run_options
 from attrflow.runner import Engine, run_dataset
 from runner_tasks import ArithmeticTask, make_dataset
@@ -18,7 +19,8 @@ from runner_tasks import ArithmeticTask, make_dataset
 def test_run_options_parse_into_run_dataset_keywords(tmp_path):
     assert get_args(Engine) == ENGINES
     parser = argparse.ArgumentParser()
-    add_run_arguments(parser, batch_size=4)
+    add_run_arguments(parser, examples_per_batch=4)
+    add_attribution_options(parser)  # no clash with the attribution options
     args = parser.parse_args(["--out", str(tmp_path / "run"), "--no-progress"])
     options = run_options(args)
     assert options == {
@@ -33,6 +35,8 @@ def test_run_options_parse_into_run_dataset_keywords(tmp_path):
     assert result.complete
     args = parser.parse_args(["--out", "x", "--engine", "ray", "--address", "h:6379", "--num-workers", "3"])
     assert run_options(args)["engine"] == "ray" and run_options(args)["num_workers"] == 3
+    args = parser.parse_args(["--out", "x", "--examples-per-batch", "16", "--batch-size", "32"])
+    assert (run_options(args)["batch_size"], args.batch_size) == (16, 32)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--engine", "spark"])
 

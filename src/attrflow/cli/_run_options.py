@@ -1,9 +1,15 @@
-"""The options every dataset-level subcommand shares (heads, triggers, evaluation): defined once, here."""
+"""The options every dataset-level subcommand shares (heads, triggers, evaluation): defined once, here.
+
+``--examples-per-batch`` is the runner's batch (examples per task call); ``--batch-size`` stays what it is in
+``cli._common``: interpolation points per forward pass.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from attrflow.cli._common import positive_int
 
 __all__ = ["ENGINES", "add_run_arguments", "run_options"]
 
@@ -11,8 +17,8 @@ __all__ = ["ENGINES", "add_run_arguments", "run_options"]
 ENGINES = ("local", "ray")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
-    """Add ``--out --engine --address --num-workers --batch-size --no-progress`` to a subcommand's parser."""
+def add_run_arguments(parser: argparse.ArgumentParser, *, examples_per_batch: int = 8) -> None:
+    """Add ``--out --engine --address --num-workers --examples-per-batch --no-progress`` to a parser."""
     group = parser.add_argument_group(
         "dataset run",
         "results go to a resumable run directory: run the same command again after an interruption to continue",
@@ -30,10 +36,17 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -
         help="with --engine ray: an existing Ray cluster (default: start a local Ray and stop it afterwards)",
     )
     group.add_argument(
-        "--num-workers", type=int, metavar="N", help="with --engine ray: model replicas (default: one per CPU)"
+        "--num-workers",
+        type=positive_int,
+        metavar="N",
+        help="with --engine ray: model replicas (default: one per CPU)",
     )
     group.add_argument(
-        "--batch-size", type=int, default=batch_size, metavar="N", help=f"examples per batch (default {batch_size})"
+        "--examples-per-batch",
+        type=positive_int,
+        default=examples_per_batch,
+        metavar="N",
+        help=f"examples handed to a worker at once (default {examples_per_batch}; speed only)",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -45,6 +58,6 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "engine": args.engine,
         "address": args.address,
         "num_workers": args.num_workers,
-        "batch_size": args.batch_size,
+        "batch_size": args.examples_per_batch,
         "progress": not args.no_progress,
     }
