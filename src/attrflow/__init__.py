@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "UnsupportedModelError": "attrflow.errors",
     "MissingDependencyError": "attrflow.errors",
     "ResultFormatError": "attrflow.errors",
+    "RunLockedError": "attrflow.errors",
     "RunMismatchError": "attrflow.errors",
     "AttentionAttribution": "attrflow.results",
     "RecordedAttention": "attrflow.results",
@@ -35,6 +36,10 @@ _EXPORTS: dict[str, str] = {
     "attribute": "attrflow.methods",
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
+    "DatasetTask": "attrflow.runner",
+    "RunResult": "attrflow.runner",
+    "open_run": "attrflow.runner",
+    "run_dataset": "attrflow.runner",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -45,12 +50,14 @@ if TYPE_CHECKING:
         InvalidInputError,
         MissingDependencyError,
         ResultFormatError,
+        RunLockedError,
         RunMismatchError,
         UnsupportedModelError,
     )
     from attrflow.methods import AttentionAttributor, attribute, record_attention
     from attrflow.models import Encoding, Model, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, load_result
+    from attrflow.runner import DatasetTask, RunResult, open_run, run_dataset
 
 
 def __getattr__(name: str) -> Any:

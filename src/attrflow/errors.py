@@ -11,6 +11,7 @@ __all__ = [
     "InvalidInputError",
     "MissingDependencyError",
     "ResultFormatError",
+    "RunLockedError",
     "RunMismatchError",
     "UnsupportedModelError",
 ]
@@ -38,3 +39,7 @@ class ResultFormatError(AttrflowError):
 
 class RunMismatchError(AttrflowError):
     """A resumed run was started with settings that differ from those recorded in its output."""
+
+
+class RunLockedError(AttrflowError):
+    """Another process is writing to the same run directory (two writers would duplicate examples)."""
