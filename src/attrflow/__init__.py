@@ -35,11 +35,16 @@ _EXPORTS: dict[str, str] = {
     "attribute": "attrflow.methods",
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
+    "AttributionTree": "attrflow.analysis.tree",
+    "attribution_tree": "attrflow.analysis.tree",
+    "TokenScores": "attrflow.viz.report",
+    "render_report": "attrflow.viz.report",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
+    from attrflow.analysis.tree import AttributionTree, attribution_tree
     from attrflow.errors import (
         AttrflowError,
         InvalidInputError,
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
     from attrflow.methods import AttentionAttributor, attribute, record_attention
     from attrflow.models import Encoding, Model, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, load_result
+    from attrflow.viz.report import TokenScores, render_report
 
 
 def __getattr__(name: str) -> Any:
