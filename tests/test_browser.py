@@ -190,14 +190,19 @@ def long_result() -> AttentionAttribution:
     )
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Chromium, AttentionAttribution]]:
+def chromium_or_skip() -> str:
     executable = find_chromium()
     if executable is None:
         reason = "headless Chromium not found (apt-get install chromium, or set ATTRFLOW_CHROMIUM)"
         if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
             pytest.fail(f"{reason}; under CI the browser tests must run (.ci/run installs chromium)", pytrace=False)
         pytest.skip(reason)
+    return executable
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Chromium, AttentionAttribution]]:
+    executable = chromium_or_skip()
     folder = tmp_path_factory.mktemp("browser")
     result = long_result()
     n = len(result.tokens)
@@ -349,3 +354,29 @@ def test_screenshot_is_not_blank(page):
     full = browser.call("Page.captureScreenshot", {"format": "png"})
     page_image = PIL.open(io.BytesIO(base64.b64decode(full["data"]))).convert("L")
     assert page_image.getextrema()[0] < 100  # some dark text on the page
+
+
+def test_mean_only_report_works(tmp_path):
+    executable = chromium_or_skip()
+    report = tmp_path / "mean.html"
+    long_result().to_html(report, heatmap_heads="mean")
+    browser = Chromium(executable, tmp_path / "profile")
+    try:
+        browser.open(report.as_uri())
+        found = browser.evaluate(
+            """(() => {
+                const canvas = document.getElementById("hm-canvas");
+                const head = document.getElementById("hm-head");
+                const before = canvas.toDataURL();
+                const layer = document.getElementById("hm-layer");
+                layer.value = "2";
+                layer.dispatchEvent(new Event("change"));
+                document.querySelector('#head-scores td[data-layer="5"][data-head="4"]').click();
+                return {options: head.options.length, disabled: head.disabled, changed: before !== canvas.toDataURL(),
+                        layer: canvas.dataset.layer, head: canvas.dataset.head};
+            })()"""
+        )
+        assert browser.errors() == []
+    finally:
+        browser.close()
+    assert found == {"options": 1, "disabled": True, "changed": True, "layer": "5", "head": "mean"}

@@ -150,6 +150,23 @@ def test_embedded_matrices_decode_to_the_result():
     assert data["heads"] == H
 
 
+def test_heatmap_heads_mean_embeds_the_mean_and_auto_switches_by_size():
+    result = make_result()
+    L, _, n, _ = result.attentions.shape
+    data = data_block(render_report(result, heatmap_heads="mean"))
+    assert data["perHead"] is False and data["matrices"]["attention"]["heads"] == 1
+    mean = decode(data["matrices"]["attention"], (L, 1, n, n))[:, 0]
+    expected = result.attentions.mean(dim=1).numpy()
+    np.testing.assert_allclose(mean, expected, atol=1e-3 * float(expected.max()))
+    assert data_block(render_report(result))["perHead"] is True  # small: every head
+    big = make_result(tokens=tuple(f"t{i}" for i in range(120)), L=12, H=12)
+    auto = data_block(render_report(big))
+    assert auto["perHead"] is False
+    assert data_block(render_report(big, heatmap_heads="all"))["matrices"]["attention"]["heads"] == 12
+    with pytest.raises(InvalidInputError, match="heatmap_heads"):
+        render_report(result, heatmap_heads="some")  # type: ignore[arg-type]
+
+
 def test_default_token_scores_match_a_loop_oracle():
     result = make_result(output_position=0)
     scores = default_token_scores(result)

@@ -158,6 +158,7 @@ class AttentionAttribution:
         token_scores: Mapping[str, TokenScores] | None = None,
         tree: AttributionTree | None = None,
         title: str | None = None,
+        heatmap_heads: Literal["auto", "all", "mean"] = "auto",
     ) -> str:
         """The self-contained HTML report (no network needed); also written to ``path`` when given.
 
@@ -165,7 +166,7 @@ class AttentionAttribution:
         """
         from attrflow.viz.report import render_report, write_report
 
-        html = render_report(self, token_scores=token_scores, tree=tree, title=title)
+        html = render_report(self, token_scores=token_scores, tree=tree, title=title, heatmap_heads=heatmap_heads)
         if path is not None:
             write_report(html, path)
         return html

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import numpy as np
 import torch
 
 from attrflow.errors import InvalidInputError
@@ -41,6 +42,8 @@ __all__ = [
 RootMode = Literal["cls", "top-token"]
 Normalization = Literal["layer-max", "layer-max-without-output-row"]
 Scan = Literal["by-layer", "sequential"]
+
+_UNPLACED = np.iinfo(np.int64).min  # joined_at of a token not in the tree
 
 
 @dataclass(frozen=True, order=True)
@@ -229,17 +232,21 @@ def normalized_layer_attributions(
     _check_choice("normalization", normalization, Normalization)
     if attributions.dim() != 4 or attributions.shape[-1] != attributions.shape[-2]:
         raise InvalidInputError(f"attributions must be [layers, heads, n, n], got {tuple(attributions.shape)}")
-    summed = attributions.detach().to(torch.float64).sum(dim=1)
+    summed = attributions.detach().sum(dim=1, dtype=torch.float64)
+    return _normalize(summed, normalization, output_position), summed
+
+
+def _normalize(summed: torch.Tensor, normalization: Normalization, output_position: int) -> torch.Tensor:
+    """``[K, n, n]`` head-summed attributions → divided by ``|max|`` of their layer (zeros where the max is 0)."""
     n = summed.shape[-1]
     rows = summed
     if normalization == "layer-max-without-output-row" and 0 <= output_position < n and n > 1:
         keep = torch.ones(n, dtype=torch.bool)
         keep[output_position] = False
         rows = summed[:, keep, :]
-    scale = rows.flatten(1).amax(dim=1).abs() if n else torch.zeros(summed.shape[0], dtype=torch.float64)
+    scale = rows.flatten(1).amax(dim=1).abs() if n else torch.zeros(summed.shape[0], dtype=summed.dtype)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    normalized = torch.where(scale[:, None, None] > 0, summed / safe[:, None, None], torch.zeros_like(summed))
-    return normalized, summed
+    return torch.where(scale[:, None, None] > 0, summed / safe[:, None, None], torch.zeros_like(summed))
 
 
 def top_token(attributions: torch.Tensor, *, exclude: int | None = 0) -> int:
@@ -253,11 +260,15 @@ def top_token(attributions: torch.Tensor, *, exclude: int | None = 0) -> int:
         attributions: ``[K, H, n, n]``.
         exclude: a position that cannot be the root, or None.
     """
-    summed = attributions.detach().to(torch.float64).sum(dim=(0, 1))
-    n = summed.shape[-1]
+    return _top_token(attributions.detach().sum(dim=(0, 1), dtype=torch.float64), exclude)
+
+
+def _top_token(total: torch.Tensor, exclude: int | None) -> int:
+    """``total [n, n]``: attributions summed over layers and heads."""
+    n = total.shape[-1]
     if n == 0:
         raise InvalidInputError("the input has no tokens")
-    positive = summed.clamp(min=0) * (1 - torch.eye(n, dtype=torch.float64))
+    positive = total.clamp(min=0) * (1 - torch.eye(n, dtype=total.dtype))
     totals = positive.sum(dim=-1)
     if exclude is not None and 0 <= exclude < n and n > 1:
         totals[exclude] = -math.inf
@@ -301,36 +312,35 @@ def grow_tree(
     if not order:
         raise InvalidInputError("the tree needs at least one layer")
     top = layers[order[0]]
-    joined: dict[int, int] = {root: top + 1}  # token -> layer of its node
+    scores = normalized.detach().to("cpu", torch.float64).numpy()
+    passes = scores > threshold
+    joined_at = np.full(n, _UNPLACED, dtype=np.int64)  # the layer of each token's node
+    joined_at[root] = top + 1
     nodes = [TreeNode(top + 1, root)]
     edges: list[tuple[int, int, int, float]] = []
-    passes = normalized > threshold
 
     def add(layer: int, parent: int, child: int, score: float) -> None:
-        joined[child] = layer
+        joined_at[child] = layer
         nodes.append(TreeNode(layer, child))
         edges.append((layer, parent, child, score))
 
     for depth, k in enumerate(order):
         layer = layers[k]
-        matrix, ok = normalized[k], passes[k]
         if scan == "by-layer":
-            parents = sorted(t for t, at in joined.items() if at > layer)
-            for child in range(n):
-                if child in joined:
-                    continue
-                candidates = [p for p in parents if bool(ok[p, child])]
-                if candidates:
-                    best = max(candidates, key=lambda p: (float(matrix[p, child]), -p))
-                    add(layer, best, child, float(matrix[best, child]))
+            # candidates: parent placed above this layer, child not placed yet, score above τ
+            allowed = passes[k] & (joined_at > layer)[:, None] & (joined_at == _UNPLACED)[None, :]
+            masked = np.where(allowed, scores[k], -np.inf)
+            best = masked.argmax(axis=0)  # the first maximum: ties go to the lowest parent position
+            for child in np.flatnonzero(allowed.any(axis=0)).tolist():
+                parent = int(best[child])
+                add(layer, parent, child, float(scores[k, parent, child]))
         else:
             rows = [root] if depth == 0 else [i for i in range(n) if i != skip_row]
             for parent in rows:
-                if parent not in joined:
+                if joined_at[parent] == _UNPLACED:
                     continue
-                for child in range(n):
-                    if child not in joined and bool(ok[parent, child]):
-                        add(layer, parent, child, float(matrix[parent, child]))
+                for child in np.flatnonzero(passes[k, parent] & (joined_at == _UNPLACED)).tolist():
+                    add(layer, parent, child, float(scores[k, parent, child]))
     return nodes, edges
 
 
@@ -399,6 +409,8 @@ def attribution_tree(
     chosen.sort(reverse=True)
     rows = [result.layer_row(layer) for layer in chosen]
 
+    # one pass over the [K, H, n, n] tensor: everything below works on head sums
+    summed_all = result.attributions.detach().sum(dim=1, dtype=torch.float64)
     if root == "cls":
         if output is None:
             raise InvalidInputError(
@@ -407,11 +419,10 @@ def attribution_tree(
             )
         root_token = output
     else:
-        root_token = top_token(result.attributions, exclude=output)
+        root_token = _top_token(summed_all.sum(dim=0), output)
 
-    normalized, summed = normalized_layer_attributions(
-        result.attributions[rows], normalization=normalization, output_position=-1 if output is None else output
-    )
+    summed = summed_all[rows]
+    normalized = _normalize(summed, normalization, -1 if output is None else output)
     nodes, raw_edges = grow_tree(
         normalized, chosen, root=root_token, threshold=float(threshold), scan=scan, skip_row=output
     )

@@ -158,7 +158,7 @@ def plot_tree(tree: AttributionTree, *, ax: Axes | None = None) -> Figure:
     """
     n = len(tree.tokens)
     top = tree.root.layer
-    bottom = min([node.layer for node in tree.nodes] + list(tree.layers))
+    bottom = min(node.layer for node in tree.nodes)
     figure, axes = _axes(ax, (_size(n, 4.0, 0.45, 24.0), _size(top - bottom + 1, 2.5, 0.5, 12.0)))
     placed = {node.token: node for node in tree.nodes}
     arrow: dict[str, Any] = {"arrowstyle": "-|>", "color": "#555", "shrinkA": 9, "shrinkB": 9}

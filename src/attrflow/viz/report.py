@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -27,6 +27,9 @@ from attrflow.viz._html import diverging, esc, fmt, script_json
 if TYPE_CHECKING:
     from attrflow.analysis.tree import AttributionTree
     from attrflow.results import AttentionAttribution
+
+HeatmapHeads = Literal["auto", "all", "mean"]
+_AUTO_HEADS_BYTES = 8_000_000
 
 __all__ = ["TokenScores", "default_token_scores", "render_report", "report_iframe", "write_report"]
 
@@ -112,12 +115,15 @@ def _static(name: str) -> str:
     return resources.files("attrflow.viz").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def _encode_matrices(tensor: torch.Tensor, layers: Sequence[int]) -> dict[str, Any]:
+def _encode_matrices(tensor: torch.Tensor, layers: Sequence[int], *, per_head: bool) -> dict[str, Any]:
     """``[K, H, n, n]`` → base64 float16 of each (layer, head) matrix divided by its max |value|, plus the scales.
 
-    Per-matrix scaling keeps three significant digits for every matrix whatever its magnitude.
+    Per-matrix scaling keeps three significant digits for every matrix whatever its magnitude. Without
+    ``per_head`` only the mean over heads is kept (``heads`` is then 1).
     """
     values = torch.nan_to_num(tensor.detach().to("cpu", torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if not per_head:
+        values = values.mean(dim=1, keepdim=True)
     K, H = values.shape[:2]
     flat = values.reshape(K * H, -1)
     scales = flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(K * H)
@@ -283,6 +289,7 @@ def render_report(
     token_scores: Mapping[str, TokenScores] | None = None,
     tree: AttributionTree | None = None,
     title: str | None = None,
+    heatmap_heads: HeatmapHeads = "auto",
 ) -> str:
     """Render the self-contained HTML report of one attribution result.
 
@@ -294,6 +301,9 @@ def render_report(
         tree: the attribution tree to draw; default: :func:`attrflow.attribution_tree` with its defaults (root
             ``"cls"``, or ``"top-token"`` when the result has no single output position).
         title: the page title; default names the model from ``result.settings``.
+        heatmap_heads: which matrices the heatmap embeds: ``"all"`` (every head, float16: about
+            ``2·(L + K)·H·n²`` bytes), ``"mean"`` (the mean over heads only, H times smaller), or ``"auto"``: every
+            head while that stays under 8 MB (up to ~115 tokens for 12 layers × 12 heads), else the mean.
 
     Returns:
         A complete HTML document (one string) that needs no network: inline CSS, JS and data, every input string
@@ -301,6 +311,11 @@ def render_report(
     """
     from attrflow import __version__
 
+    if heatmap_heads not in ("auto", "all", "mean"):
+        raise InvalidInputError(f"heatmap_heads must be 'auto', 'all' or 'mean', got {heatmap_heads!r}")
+    n = len(result.tokens)
+    per_head_bytes = 2 * (result.num_layers + len(result.layers)) * result.num_heads * n * n
+    per_head = heatmap_heads == "all" or (heatmap_heads == "auto" and per_head_bytes <= _AUTO_HEADS_BYTES)
     defaults = default_token_scores(result)
     rows: dict[str, TokenScores] = {"attribution": defaults["attribution"]}
     for name, scores in (token_scores or {}).items():
@@ -324,9 +339,10 @@ def render_report(
     data = {
         "tokens": list(result.tokens),
         "heads": result.num_heads,
+        "perHead": per_head,
         "matrices": {
-            "attribution": _encode_matrices(result.attributions, result.layers),
-            "attention": _encode_matrices(result.attentions, range(result.num_layers)),
+            "attribution": _encode_matrices(result.attributions, result.layers, per_head=per_head),
+            "attention": _encode_matrices(result.attentions, range(result.num_layers), per_head=per_head),
         },
     }
     script = _static("report.js")

@@ -41,8 +41,7 @@ def tree_svg(tree: AttributionTree, *, title: str | None = None) -> str:
     """
     n = len(tree.tokens)
     top_level = tree.root.layer
-    low_level = min((node.layer for node in tree.nodes), default=top_level)
-    low_level = min(low_level, min(tree.layers, default=low_level))
+    low_level = min(node.layer for node in tree.nodes)  # rows below the lowest node would stay empty
     levels = list(range(top_level, low_level - 1, -1))
     head = _TOP + (18 if title else 0)
     width = _LEFT + n * _COL + 20

@@ -37,7 +37,7 @@
     var out = new Float32Array(size);
     var heads = [];
     if (head === "mean") {
-      for (var h = 0; h < spec.heads; h++) heads.push(h);
+      for (var h = 0; h < spec.heads; h++) heads.push(h);  // one "head" when only the mean was embedded
     } else {
       heads.push(Number(head));
     }
@@ -147,7 +147,7 @@
     var rows = DATA.matrices[kind].layers;
     var row = rows.indexOf(layer);
     if (row >= 0) layerSelect.value = String(row);
-    headSelect.value = String(head);
+    headSelect.value = DATA.perHead ? String(head) : "mean";
     draw();
   }
 
@@ -155,7 +155,12 @@
     if (DATA.matrices[kind].layers.length) option(kindSelect, kind, kind === "attribution" ? "attribution" : "attention");
   });
   option(headSelect, "mean", "mean over heads");
-  for (var h = 0; h < DATA.heads; h++) option(headSelect, h, "head " + h);
+  if (DATA.perHead) {
+    for (var h = 0; h < DATA.heads; h++) option(headSelect, h, "head " + h);
+  } else {
+    headSelect.disabled = true;
+    headSelect.title = "this report embeds only the mean over heads (render with heatmap_heads='all' for every head)";
+  }
   fillLayers();
 
   kindSelect.addEventListener("change", function () { fillLayers(); draw(); });
