@@ -381,3 +381,11 @@ def test_public_names():
     assert attrflow.attribution_tree is attribution_tree
     assert attrflow.TokenScores is TokenScores
     assert attrflow.render_report is render_report
+
+
+def test_root_only_tree_still_draws(no_pyplot_figures):
+    tree = attribution_tree(make_result(), threshold=50.0)
+    assert tree.edges == ()
+    root = ET.fromstring(tree_svg(tree))
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}g")) == 1
+    assert len([t for t in plot_tree(tree).axes[0].texts if t.get_text()]) == 1
