@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 
-from attrflow.results import AttentionAttribution
+from attrflow.results import AttentionAttribution, RecordedAttention
 from attrflow.viz import TokenScores
 
 FLAGS = (
@@ -380,3 +380,37 @@ def test_mean_only_report_works(tmp_path):
     finally:
         browser.close()
     assert found == {"options": 1, "disabled": True, "changed": True, "layer": "5", "head": "mean"}
+
+
+def test_recorded_attention_page_works(tmp_path):
+    executable = chromium_or_skip()
+    result = long_result()
+    recorded = RecordedAttention(
+        tokens=result.tokens,
+        attentions=result.attentions,
+        predicted=1,
+        predicted_label="positive",
+        probability=0.93,
+        special_mask=result.special_mask,
+    )
+    report = tmp_path / "recorded.html"
+    recorded.to_html(report)
+    browser = Chromium(executable, tmp_path / "profile")
+    try:
+        browser.open(report.as_uri())
+        found = browser.evaluate(
+            """(() => {
+                const canvas = document.getElementById("hm-canvas");
+                const kinds = Array.from(document.getElementById("hm-kind").options).map(o => o.value);
+                const before = canvas.toDataURL();
+                const head = document.getElementById("hm-head");
+                head.value = "3";
+                head.dispatchEvent(new Event("change"));
+                return {kinds, changed: before !== canvas.toDataURL(), head: canvas.dataset.head,
+                        images: document.querySelectorAll("img").length};
+            })()"""
+        )
+        assert browser.errors() == []
+    finally:
+        browser.close()
+    assert found == {"kinds": ["attention"], "changed": True, "head": "3", "images": 0}

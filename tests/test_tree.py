@@ -311,3 +311,4 @@ def test_to_dict_and_networkx():
     assert graph.nodes[(1, 3)]["text"] == "c"
     assert graph.edges[(1, 3), (0, 4)] == {"layer": 0, "score": 0.5, "attribution": 1.0}
     assert set(graph.successors((3, 0))) == {(2, 1), (2, 2), (0, 5)}
+    assert tree.interactions() == {2: [(0, 1), (0, 2)], 1: [(2, 3)], 0: [(3, 4), (0, 5)]}

@@ -18,7 +18,7 @@ import torch
 import attrflow
 from attrflow.analysis.tree import attribution_tree
 from attrflow.errors import InvalidInputError, MissingDependencyError
-from attrflow.results import AttentionAttribution
+from attrflow.results import AttentionAttribution, RecordedAttention
 from attrflow.viz import (
     TokenScores,
     default_token_scores,
@@ -26,6 +26,7 @@ from attrflow.viz import (
     plot_heatmap,
     plot_token_scores,
     plot_tree,
+    render_attention,
     render_report,
     tree_svg,
 )
@@ -389,3 +390,58 @@ def test_root_only_tree_still_draws(no_pyplot_figures):
     root = ET.fromstring(tree_svg(tree))
     assert len(root.findall(".//{http://www.w3.org/2000/svg}g")) == 1
     assert len([t for t in plot_tree(tree).axes[0].texts if t.get_text()]) == 1
+
+
+def make_recorded(tokens: tuple[str, ...] = HOSTILE) -> RecordedAttention:
+    n = len(tokens)
+    g = torch.Generator().manual_seed(4)
+    return RecordedAttention(
+        tokens=tokens,
+        attentions=torch.rand(4, 3, n, n, generator=g).softmax(-1),
+        predicted=2,
+        predicted_label="<neg>",
+        probability=0.6,
+        special_mask=(True,) + (False,) * (n - 2) + (True,),
+    )
+
+
+def test_recorded_attention_page(tmp_path):
+    recorded = make_recorded()
+    n = len(recorded.tokens)
+    rollout = TokenScores("rollout", tuple(float(i) for i in range(n)), "rollout, last layer")
+    page = render_attention(recorded, token_scores={"rollout": rollout})
+    assert XSS not in page and html.escape(XSS) in page and "&lt;neg&gt; (2)" in page
+    tags = Tags()
+    tags.feed(page)
+    assert "img" not in tags.names
+    assert re.findall(r'data-method="([^"]+)"', page) == ["rollout", "raw attention"]
+    for section in ("input", "token-scores", "heatmaps"):
+        assert f'<section id="{section}">' in page
+    data = data_block(page)
+    assert list(data["matrices"]) == ["attention"]
+    np.testing.assert_allclose(
+        decode(data["matrices"]["attention"], tuple(recorded.attentions.shape)),
+        recorded.attentions.numpy(),
+        atol=1e-3,
+    )
+    written = recorded.to_html(tmp_path / "r.html")
+    assert written == (tmp_path / "r.html").read_text(encoding="utf-8") == render_attention(recorded)
+    frame = recorded._repr_html_()
+    assert frame.startswith("<iframe srcdoc=") and "<script" not in frame
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_report_of_a_real_attribution(arch, no_pyplot_figures):
+    from tiny_models import build, example_inputs
+
+    model = attrflow.load_model(build(arch, init_scale=0.2))
+    result = attrflow.attribute(model, example_inputs(arch), steps=2)
+    page = result.to_html()
+    tree = attribution_tree(result)
+    assert tree.root.token == result.output_position  # [CLS] for bert, the last token for gpt2
+    assert tree_svg(tree) in page
+    data = data_block(page)
+    assert data["tokens"] == list(result.tokens)
+    assert data["matrices"]["attention"]["layers"] == list(range(result.num_layers))
+    for kind in ("attribution", "attention"):
+        assert plot_heatmap(result, kind=kind).axes

@@ -292,6 +292,28 @@ class RecordedAttention:
         if self.attentions.dim() != 4 or self.attentions.shape[2:] != (n, n):
             raise InvalidInputError(f"attentions must be [layers, heads, {n}, {n}]")
 
+    def to_html(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        token_scores: Mapping[str, TokenScores] | None = None,
+        title: str | None = None,
+        heatmap_heads: Literal["auto", "all", "mean"] = "auto",
+    ) -> str:
+        """Self-contained HTML page of the attention (see :func:`attrflow.viz.render_attention`); also written to
+        ``path`` when given. Returns the HTML document."""
+        from attrflow.viz.report import render_attention, write_report
+
+        html = render_attention(self, token_scores=token_scores, title=title, heatmap_heads=heatmap_heads)
+        if path is not None:
+            write_report(html, path)
+        return html
+
+    def _repr_html_(self) -> str:
+        from attrflow.viz.report import render_attention, report_iframe
+
+        return report_iframe(render_attention(self), height=700)
+
     def __repr__(self) -> str:
         L, H = self.attentions.shape[:2]
         return f"RecordedAttention(tokens={len(self.tokens)}, layers={L}, heads={H}, predicted={self.predicted_label or self.predicted})"

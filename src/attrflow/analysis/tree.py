@@ -131,6 +131,14 @@ class AttributionTree:
         """The edges from ``token`` down to the tokens it attends to in the tree."""
         return tuple(edge for edge in self.edges if edge.parent == token)
 
+    def interactions(self) -> dict[int, list[tuple[int, int]]]:
+        """The edges as ``{layer: [(query_index, key_index), ...]}``, the form
+        :func:`attrflow.analysis.interactions.interaction_effect` masks (parent = query, child = key)."""
+        grouped: dict[int, list[tuple[int, int]]] = {}
+        for edge in self.edges:
+            grouped.setdefault(edge.layer, []).append((edge.parent, edge.child))
+        return grouped
+
     def to_dict(self) -> dict[str, Any]:
         """The tree as plain JSON-ready Python objects."""
         return {

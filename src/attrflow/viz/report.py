@@ -26,12 +26,19 @@ from attrflow.viz._html import diverging, esc, fmt, script_json
 
 if TYPE_CHECKING:
     from attrflow.analysis.tree import AttributionTree
-    from attrflow.results import AttentionAttribution
+    from attrflow.results import AttentionAttribution, RecordedAttention
 
 HeatmapHeads = Literal["auto", "all", "mean"]
 _AUTO_HEADS_BYTES = 8_000_000
 
-__all__ = ["TokenScores", "default_token_scores", "render_report", "report_iframe", "write_report"]
+__all__ = [
+    "TokenScores",
+    "default_token_scores",
+    "render_attention",
+    "render_report",
+    "report_iframe",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -94,21 +101,23 @@ def default_token_scores(result: AttentionAttribution) -> dict[str, TokenScores]
             "the total attribution of the interactions that read from the token (signed)",
         )
     }
-    last = result.attentions[-1].detach().to(torch.float64).mean(dim=0)
-    n = len(result.tokens)
-    position = result.output_position
-    if 0 <= position < n:
+    scores["raw attention"] = _raw_attention(result.attentions, result.tokens, result.output_position)
+    return scores
+
+
+def _raw_attention(attentions: torch.Tensor, tokens: Sequence[str], position: int) -> TokenScores:
+    last = attentions[-1].detach().to(torch.float64).mean(dim=0)
+    if 0 <= position < len(tokens):
         row = last[position]
-        where = f"row of the output position {position} ({result.tokens[position]})"
+        where = f"row of the output position {position} ({tokens[position]})"
     else:
         row = last.mean(dim=0)
         where = "mean over all query rows"
-    scores["raw attention"] = TokenScores.from_values(
+    return TokenScores.from_values(
         "raw attention",
         row,
-        f"attention probabilities, last layer ({result.num_layers - 1}), {where}, mean over heads",
+        f"attention probabilities, last layer ({attentions.shape[0] - 1}), {where}, mean over heads",
     )
-    return scores
 
 
 def _static(name: str) -> str:
@@ -157,9 +166,13 @@ def _tokens_html(tokens: Sequence[str], special: Sequence[bool], values: Sequenc
     return " ".join(spans)
 
 
-def _token_scores_section(result: AttentionAttribution, rows: Mapping[str, TokenScores]) -> str:
-    n = len(result.tokens)
-    special = list(result.special_mask) or [False] * n
+def _special(mask: Sequence[bool], n: int) -> list[bool]:
+    return list(mask) if len(mask) == n else [False] * n
+
+
+def _token_scores_section(tokens: Sequence[str], special_mask: Sequence[bool], rows: Mapping[str, TokenScores]) -> str:
+    n = len(tokens)
+    special = _special(special_mask, n)
     parts = [
         '<section id="token-scores"><h2>Token scores</h2>',
         '<p class="note">Red: positive, blue: negative. Each row is coloured relative to its largest |score| among '
@@ -173,7 +186,7 @@ def _token_scores_section(result: AttentionAttribution, rows: Mapping[str, Token
         parts.append(
             f'<div class="score-row" data-method="{esc(name)}"><div class="method">{esc(name)}</div>'
             f'<div class="reduction">{esc(scores.reduction)}</div>'
-            f'<p class="tokens">{_tokens_html(result.tokens, special, scores.values)}</p></div>'
+            f'<p class="tokens">{_tokens_html(tokens, special, scores.values)}</p></div>'
         )
     parts.append("</section>")
     return "\n".join(parts)
@@ -264,7 +277,7 @@ def _settings_section(result: AttentionAttribution) -> str:
 
 
 def _input_section(result: AttentionAttribution) -> str:
-    special = list(result.special_mask) or [False] * len(result.tokens)
+    special = _special(result.special_mask, len(result.tokens))
     label = result.target_label
     predicted = (
         f"{esc(label)} ({result.predicted})" if label and result.predicted == result.target else str(result.predicted)
@@ -309,19 +322,12 @@ def render_report(
         A complete HTML document (one string) that needs no network: inline CSS, JS and data, every input string
         escaped.
     """
-    from attrflow import __version__
-
-    if heatmap_heads not in ("auto", "all", "mean"):
-        raise InvalidInputError(f"heatmap_heads must be 'auto', 'all' or 'mean', got {heatmap_heads!r}")
-    n = len(result.tokens)
-    per_head_bytes = 2 * (result.num_layers + len(result.layers)) * result.num_heads * n * n
-    per_head = heatmap_heads == "all" or (heatmap_heads == "auto" and per_head_bytes <= _AUTO_HEADS_BYTES)
+    per_head = _use_per_head(
+        heatmap_heads, result.num_layers + len(result.layers), result.num_heads, len(result.tokens)
+    )
     defaults = default_token_scores(result)
     rows: dict[str, TokenScores] = {"attribution": defaults["attribution"]}
-    for name, scores in (token_scores or {}).items():
-        if not isinstance(scores, TokenScores):
-            raise InvalidInputError(f"token_scores[{name!r}] must be a TokenScores, got {type(scores).__name__}")
-        rows[name] = scores
+    rows.update(_extra_rows(token_scores))
     rows.setdefault("raw attention", defaults["raw attention"])
 
     model = result.settings.get("model")
@@ -345,18 +351,44 @@ def render_report(
             "attention": _encode_matrices(result.attentions, range(result.num_layers), per_head=per_head),
         },
     }
+    sections = [
+        _input_section(result),
+        _token_scores_section(result.tokens, result.special_mask, rows),
+        _head_grid(result),
+        _heatmap_section(),
+        _tree_section(result, tree),
+        _settings_section(result),
+    ]
+    return _page(heading, subtitle, sections, data)
+
+
+def _extra_rows(token_scores: Mapping[str, TokenScores] | None) -> dict[str, TokenScores]:
+    rows: dict[str, TokenScores] = {}
+    for name, scores in (token_scores or {}).items():
+        if not isinstance(scores, TokenScores):
+            raise InvalidInputError(f"token_scores[{name!r}] must be a TokenScores, got {type(scores).__name__}")
+        rows[name] = scores
+    return rows
+
+
+def _use_per_head(heatmap_heads: str, matrices: int, heads: int, n: int) -> bool:
+    if heatmap_heads not in ("auto", "all", "mean"):
+        raise InvalidInputError(f"heatmap_heads must be 'auto', 'all' or 'mean', got {heatmap_heads!r}")
+    per_head_bytes = 2 * matrices * heads * n * n
+    return heatmap_heads == "all" or (heatmap_heads == "auto" and per_head_bytes <= _AUTO_HEADS_BYTES)
+
+
+def _page(heading: str, subtitle: str, sections: Sequence[str], data: Mapping[str, Any]) -> str:
+    """The full document: inline CSS, the data block, and the script pinned by its hash in the CSP."""
+    from attrflow import __version__
+
     script = _static("report.js")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
     body = "\n".join(
         [
             f"<header><h1>{esc(heading)}</h1><p class='subtitle'>{subtitle}</p></header>",
-            _input_section(result),
-            _token_scores_section(result, rows),
-            _head_grid(result),
-            _heatmap_section(),
-            _tree_section(result, tree),
-            _settings_section(result),
+            *sections,
             f"<footer>Made by attrflow {esc(__version__)}: self-attention attribution (Hao et al., AAAI 2021), "
             "attention rollout and flow (Abnar &amp; Zuidema, ACL 2020).</footer>",
         ]
@@ -370,6 +402,51 @@ def render_report(
         f'<script type="application/json" id="attrflow-data">{script_json(data)}</script>\n'
         f"<script>{script}</script>\n</body></html>\n"
     )
+
+
+def render_attention(
+    recorded: RecordedAttention,
+    *,
+    token_scores: Mapping[str, TokenScores] | None = None,
+    title: str | None = None,
+    heatmap_heads: HeatmapHeads = "auto",
+) -> str:
+    """Render the self-contained HTML page of recorded attention (no attributions): the input with the
+    prediction, token scores (``"raw attention"`` and any rows given, e.g. rollout), and the attention heatmaps.
+
+    Args:
+        recorded: a :class:`~attrflow.RecordedAttention`.
+        token_scores: extra token-score rows by display name, shown before ``"raw attention"``.
+        title: the page title.
+        heatmap_heads: as in :func:`render_report`.
+    """
+    L, H, n, _ = recorded.attentions.shape
+    per_head = _use_per_head(heatmap_heads, L, H, n)
+    rows = _extra_rows(token_scores)
+    rows.setdefault("raw attention", _raw_attention(recorded.attentions, recorded.tokens, recorded.output_position))
+    label = recorded.predicted_label
+    predicted = f"{esc(label)} ({recorded.predicted})" if label else str(recorded.predicted)
+    inputs = (
+        '<section id="input"><h2>Input and prediction</h2>'
+        f'<p class="tokens">{_tokens_html(recorded.tokens, _special(recorded.special_mask, n))}</p>'
+        '<table class="kv">'
+        f"<tr><th>prediction</th><td>{predicted}</td></tr>"
+        f"<tr><th>probability</th><td>{fmt(recorded.probability, 4)}</td></tr>"
+        f"<tr><th>tokens</th><td>{n}</td></tr>"
+        f"<tr><th>layers × heads</th><td>{L} × {H}</td></tr></table></section>"
+    )
+    data = {
+        "tokens": list(recorded.tokens),
+        "heads": H,
+        "perHead": per_head,
+        "matrices": {"attention": _encode_matrices(recorded.attentions, range(L), per_head=per_head)},
+    }
+    sections = [
+        inputs,
+        _token_scores_section(recorded.tokens, recorded.special_mask, rows),
+        _heatmap_section(),
+    ]
+    return _page(title or "attrflow: recorded attention", "", sections, data)
 
 
 def write_report(html: str, path: str | os.PathLike[str]) -> Path:
