@@ -271,7 +271,7 @@ def _settings_section(result: AttentionAttribution) -> str:
         '<p class="note">Integrated gradients: Σ Attr(A<sub>l</sub>) = F(A) − F(0·A<sub>l</sub>); the gap is the '
         "quadrature error of the integral.</p>"
         '<table class="num"><tr><th>layer</th><th>F(0·A<sub>l</sub>)</th><th>F(A) − F(0·A<sub>l</sub>)</th>'
-        "<th>Σ Attr</th><th>gap</th><th>|gap| / |F(A) − F(0)|</th></tr>"
+        "<th>Σ Attr</th><th>gap</th><th>|gap| / |F(A) − F(0·A<sub>l</sub>)|</th></tr>"
         f"{''.join(rows)}</table></section>"
     )
 
