@@ -40,11 +40,16 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "attrflow.runner",
     "open_run": "attrflow.runner",
     "run_dataset": "attrflow.runner",
+    "AttributionTree": "attrflow.analysis.tree",
+    "attribution_tree": "attrflow.analysis.tree",
+    "TokenScores": "attrflow.viz.report",
+    "render_report": "attrflow.viz.report",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
+    from attrflow.analysis.tree import AttributionTree, attribution_tree
     from attrflow.errors import (
         AttrflowError,
         InvalidInputError,
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
     from attrflow.models import Encoding, Model, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, load_result
     from attrflow.runner import DatasetTask, RunResult, open_run, run_dataset
+    from attrflow.viz.report import TokenScores, render_report
 
 
 def __getattr__(name: str) -> Any:

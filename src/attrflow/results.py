@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -21,6 +21,11 @@ from attrflow.errors import InvalidInputError, ResultFormatError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from attrflow.analysis.tree import AttributionTree
+    from attrflow.viz.report import TokenScores
 
 __all__ = ["SCHEMA_VERSION", "AttentionAttribution", "RecordedAttention", "load_result"]
 
@@ -145,6 +150,45 @@ class AttentionAttribution:
             rows, columns=["layer", "head", "from_index", "from_token", "to_index", "to_token", "score"]
         )
 
+    # ------------------------------------------------------------------ display (attrflow.viz)
+    def to_html(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        token_scores: Mapping[str, TokenScores] | None = None,
+        tree: AttributionTree | None = None,
+        title: str | None = None,
+        heatmap_heads: Literal["auto", "all", "mean"] = "auto",
+    ) -> str:
+        """The self-contained HTML report (no network needed); also written to ``path`` when given.
+
+        See :func:`attrflow.viz.render_report` for the options. Returns the HTML document.
+        """
+        from attrflow.viz.report import render_report, write_report
+
+        html = render_report(self, token_scores=token_scores, tree=tree, title=title, heatmap_heads=heatmap_heads)
+        if path is not None:
+            write_report(html, path)
+        return html
+
+    def _repr_html_(self) -> str:
+        from attrflow.viz.report import render_report, report_iframe
+
+        return report_iframe(render_report(self))
+
+    def plot(
+        self,
+        *,
+        kind: Literal["attribution", "attention"] = "attribution",
+        layer: int = -1,
+        head: int | None = None,
+        ax: Axes | None = None,
+    ) -> Figure:
+        """Heatmap of one layer (mean over heads by default); see :func:`attrflow.viz.plot_heatmap`."""
+        from attrflow.viz.plots import plot_heatmap
+
+        return plot_heatmap(self, kind=kind, layer=layer, head=head, ax=ax)
+
     # ------------------------------------------------------------------ serialisation
     def _meta(self) -> dict[str, Any]:
         return {
@@ -247,6 +291,28 @@ class RecordedAttention:
         n = len(self.tokens)
         if self.attentions.dim() != 4 or self.attentions.shape[2:] != (n, n):
             raise InvalidInputError(f"attentions must be [layers, heads, {n}, {n}]")
+
+    def to_html(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        token_scores: Mapping[str, TokenScores] | None = None,
+        title: str | None = None,
+        heatmap_heads: Literal["auto", "all", "mean"] = "auto",
+    ) -> str:
+        """Self-contained HTML page of the attention (see :func:`attrflow.viz.render_attention`); also written to
+        ``path`` when given. Returns the HTML document."""
+        from attrflow.viz.report import render_attention, write_report
+
+        html = render_attention(self, token_scores=token_scores, title=title, heatmap_heads=heatmap_heads)
+        if path is not None:
+            write_report(html, path)
+        return html
+
+    def _repr_html_(self) -> str:
+        from attrflow.viz.report import render_attention, report_iframe
+
+        return report_iframe(render_attention(self), height=700)
 
     def __repr__(self) -> str:
         L, H = self.attentions.shape[:2]
