@@ -56,3 +56,16 @@ def test_interaction_effect_controls_and_errors():
         masked_probability(wrapped, inputs, {0: [(0, 99)]}, target=0)
     with pytest.raises(InvalidInputError, match="out of range"):
         masked_probability(wrapped, inputs, {7: [(0, 1)]}, target=0)
+
+
+def test_tree_edge_effect_masks_exactly_the_tree_edges():
+    wrapped = attrflow.load_model(build("bert", init_scale=0.2))
+    inputs = example_inputs("bert")
+    result = attrflow.attribute(wrapped, inputs, steps=4)
+    tree = attrflow.attribution_tree(result, threshold=0.1)
+    assert tree.edges, "threshold low enough to give a tree"
+    effect = tree.edge_effect(wrapped, inputs, random_draws=2)
+    expected = result.probability - masked_probability(wrapped, inputs, tree.interactions(), target=result.target)
+    assert effect.chosen_drop == pytest.approx(expected, abs=1e-6)
+    assert effect.count == len(tree.edges)
+    assert "top-attention" in effect._repr_html_()

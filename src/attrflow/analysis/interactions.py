@@ -78,6 +78,17 @@ class InteractionEffect:
         """Plain JSON-ready values."""
         return dict(self.__dict__)
 
+    def _repr_html_(self) -> str:
+        rows = [
+            ("masked interactions (each condition)", f"{self.count}"),
+            ("target probability, clean", f"{self.probability:.4f}"),
+            ("drop: chosen interactions", f"{self.chosen_drop:+.4f}"),
+            ("drop: as many top-attention entries", f"{self.attention_drop:+.4f}"),
+            ("drop: as many random entries", f"{self.random_drop_mean:+.4f} ± {self.random_drop_std:.4f}"),
+        ]
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        return f"<table>{body}</table>"
+
 
 def interaction_effect(
     model: Model,
