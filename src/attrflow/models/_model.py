@@ -562,11 +562,9 @@ def _candidate_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
-def _counting_hooks(blocks: Sequence[nn.Module], session: Session) -> Iterator[None]:
-    def count(_module: nn.Module, _args: Any) -> None:
-        session.block_calls += 1
-
-    handles = [block.register_forward_pre_hook(count) for block in blocks]
+def _pre_hooks(blocks: Sequence[nn.Module], hook: Any, *, with_kwargs: bool = False) -> Iterator[None]:
+    """Install ``hook`` as a forward pre-hook on every block; always removed on exit."""
+    handles = [block.register_forward_pre_hook(hook, with_kwargs=with_kwargs) for block in blocks]
     try:
         yield
     finally:
@@ -574,8 +572,18 @@ def _counting_hooks(blocks: Sequence[nn.Module], session: Session) -> Iterator[N
             handle.remove()
 
 
-@contextlib.contextmanager
-def _expanding_hooks(blocks: Sequence[nn.Module], session: Session, target_call: int, batch: int) -> Iterator[None]:
+def _counting_hooks(blocks: Sequence[nn.Module], session: Session) -> contextlib.AbstractContextManager[None]:
+    """Count block calls into ``session.block_calls`` (maps each attention site to the block that runs it)."""
+
+    def count(_module: nn.Module, _args: Any) -> None:
+        session.block_calls += 1
+
+    return _pre_hooks(blocks, count)
+
+
+def _expanding_hooks(
+    blocks: Sequence[nn.Module], session: Session, target_call: int, batch: int
+) -> contextlib.AbstractContextManager[None]:
     """Expand the hidden states entering block call number ``target_call`` from 1 to ``batch`` rows."""
 
     def expand(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
@@ -593,12 +601,7 @@ def _expanding_hooks(blocks: Sequence[nn.Module], session: Session, target_call:
                 return args, kwargs
         raise RuntimeError("could not find the hidden states entering the block")
 
-    handles = [block.register_forward_pre_hook(expand, with_kwargs=True) for block in blocks]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return _pre_hooks(blocks, expand, with_kwargs=True)
 
 
 @contextlib.contextmanager
