@@ -169,3 +169,25 @@ def test_padding_positions_are_excluded():
     b = attrflow.attribute(model, padded, steps=3)
     assert len(b.tokens) == 6
     torch.testing.assert_close(a.attributions, b.attributions, rtol=1e-4, atol=1e-7)
+
+
+def test_pass_planner_covers_every_row_once_within_capacity():
+    from attrflow.methods.attribution import _plan_passes
+
+    for capacity in (1, 2, 3, 7, 100):
+        plans = _plan_passes([0, 2, 5], rows=5, capacity=capacity)
+        seen = sorted((layer, row) for plan in plans for layer, rows in plan.items() for row in rows)
+        assert seen == [(layer, row) for layer in (0, 2, 5) for row in range(5)]
+        assert all(sum(len(r) for r in plan.values()) <= capacity for plan in plans)
+    assert len(_plan_passes([0, 1, 2], rows=4, capacity=100)) == 1
+
+
+def test_one_pass_when_memory_allows():
+    model = attrflow.load_model(build("bert"))
+    calls = {"n": 0}
+    handle = model.model.classifier.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        attrflow.attribute(model, example_inputs("bert"), steps=4)
+    finally:
+        handle.remove()
+    assert calls["n"] == 1  # clean row, every layer's interpolation rows and F(0) rows: one forward pass

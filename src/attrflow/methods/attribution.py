@@ -99,35 +99,56 @@ class AttentionAttributor:
         model = self.model
         encoding = model.prepare(inputs, truncation=truncation)
         chosen = resolve_layers(layers, model.num_layers)
-
-        clean = Session(record=True)
-        with torch.no_grad():
-            probabilities = torch.softmax(model.run(encoding, clean).float(), dim=-1)[0]
-        predicted = int(probabilities.argmax())
-        target = self._resolve_target(target, predicted)
-        probability = float(probabilities[target])
+        # the last row of every layer (alpha = 0) gives F(0) for the completeness gap
+        alphas = np.append(self.alphas, 0.0)
+        weights = np.append(self.weights, 0.0)
+        capacity = self.batch_size or _auto_batch_size(model, encoding)
+        grad_sums: dict[int, torch.Tensor] = {}
+        baselines: dict[int, float] = {}
+        clean: Session | None = None
+        target_seen: int | None = target
+        predicted = -1
+        probability = float("nan")
+        for plan in _plan_passes(chosen, len(alphas), capacity):
+            branches = {
+                layer: torch.tensor(alphas[rows], dtype=torch.float32, device=model.device)
+                for layer, rows in plan.items()
+            }
+            with torch.enable_grad():
+                logits, session = model.run_branches(encoding, branches, require_grad=True, record=clean is None)
+                probabilities = torch.softmax(logits.float(), dim=-1)
+                if clean is None:
+                    clean = session
+                    predicted = int(probabilities[0].detach().argmax())
+                    target_seen = self._resolve_target(target, predicted)
+                    probability = float(probabilities[0, target_seen].detach())
+                assert target_seen is not None
+                prob = probabilities[:, target_seen]
+                layers_here = sorted(plan)
+                grads = torch.autograd.grad(prob[1:].sum(), [session.leaves[layer] for layer in layers_here])
+            for layer, grad in zip(layers_here, grads, strict=True):
+                rows = plan[layer]
+                weight = torch.tensor(weights[rows], dtype=torch.float64, device=grad.device)
+                contribution = torch.einsum("b,bhij->hij", weight, grad.double())
+                grad_sums[layer] = grad_sums[layer] + contribution if layer in grad_sums else contribution
+                if rows[-1] == len(alphas) - 1:
+                    first_row, _ = session.branches[layer]
+                    baselines[layer] = float(prob[first_row + len(rows) - 1].detach())
+        assert clean is not None and target_seen is not None
         positions = encoding.positions.to(model.device)
         attentions = torch.stack([_real(r[0], positions) for r in clean.records]).float().cpu()
-
-        rows_alpha = np.append(self.alphas, 0.0)  # the last row (α = 0) gives F(0) for the completeness gap
-        rows_weight = np.append(self.weights, 0.0)
-        chunk = self.batch_size or len(rows_alpha)
-        attributions, baselines = [], []
-        for layer in chosen:
-            grad_sum, baseline = self._integrate(encoding, layer, target, rows_alpha, rows_weight, chunk)
-            full_attention = clean.records[layer][0].double()
-            attributions.append(_real(full_attention * grad_sum, positions).float().cpu())
-            baselines.append(baseline)
-        stacked = torch.stack(attributions)
-        baseline_probability = torch.tensor(baselines, dtype=torch.float32)
+        stacked = torch.stack(
+            [_real(clean.records[layer][0].double() * grad_sums[layer], positions).float().cpu() for layer in chosen]
+        )
+        baseline_probability = torch.tensor([baselines[layer] for layer in chosen], dtype=torch.float32)
         gap = stacked.double().sum(dim=(1, 2, 3)) - (probability - baseline_probability.double())
         return AttentionAttribution(
             tokens=encoding.tokens,
             attributions=stacked,
             attentions=attentions,
             layers=chosen,
-            target=target,
-            target_label=model.label_name(target),
+            target=target_seen,
+            target_label=model.label_name(target_seen),
             predicted=predicted,
             probability=probability,
             baseline_probability=baseline_probability,
@@ -143,7 +164,7 @@ class AttentionAttributor:
                 "model": model.name,
                 "architecture": type(model.model).__name__,
                 "task": model.task,
-                "target": "predicted" if target == predicted else "given",
+                "target": "predicted" if target_seen == predicted else "given",
                 "truncated": encoding.truncated,
             },
         )
@@ -157,34 +178,43 @@ class AttentionAttributor:
             raise InvalidInputError(f"target must be a {what} in [0, {limit}), got {target!r}")
         return int(target)
 
-    def _integrate(
-        self,
-        encoding: Encoding,
-        layer: int,
-        target: int,
-        alphas: np.ndarray,
-        weights: np.ndarray,
-        chunk: int,
-    ) -> tuple[torch.Tensor, float]:
-        """Σ_k w_k ∂F/∂A'|_{A'=α_k·A} for one layer (float64, full padded size) and F(α = 0)."""
-        device = self.model.device
-        grad_sum: torch.Tensor | None = None
-        baseline = float("nan")
-        for start in range(0, len(alphas), chunk):
-            alpha = torch.tensor(alphas[start : start + chunk], dtype=torch.float32, device=device)
-            weight = torch.tensor(weights[start : start + chunk], dtype=torch.float64, device=device)
-            session = Session(replace_site=layer, alphas=alpha, require_grad=True)
-            with torch.enable_grad():
-                logits = self.model.run(encoding, session, batch=len(alpha))
-                prob = torch.softmax(logits.float(), dim=-1)[:, target]
-                assert session.replaced is not None
-                (grad,) = torch.autograd.grad(prob.sum(), session.replaced)
-            contribution = torch.einsum("b,bhij->hij", weight, grad.double())
-            grad_sum = contribution if grad_sum is None else grad_sum + contribution
-            if start + len(alpha) == len(alphas):
-                baseline = float(prob[-1].detach())
-        assert grad_sum is not None
-        return grad_sum, baseline
+
+# activations of one interpolation row through the whole model are about this many bytes per layer and token
+_MEMORY_BUDGET = 2 * 1024**3
+
+
+def _auto_batch_size(model: Model, encoding: Encoding) -> int:
+    """Interpolation rows per pass that keep the pass's activations near ``_MEMORY_BUDGET`` (results don't change)."""
+    config = model.model.config.get_text_config() if model.task != "image-classification" else model.model.config
+    hidden = int(getattr(config, "hidden_size", 768))
+    n = int(next(iter(encoding.inputs.values())).shape[-1]) if "input_ids" in encoding.inputs else encoding.length
+    per_layer_row = 4 * (6 * model.num_heads * n * n + 16 * n * hidden)
+    return max(1, int(_MEMORY_BUDGET // (per_layer_row * model.num_layers)))
+
+
+def _plan_passes(layers: Sequence[int], rows: int, capacity: int) -> list[dict[int, list[int]]]:
+    """Group (layer, interpolation rows) into passes of at most ``capacity`` rows (plus the clean row).
+
+    Every layer's rows are split into chunks of at most ``capacity``; chunks are packed into passes in layer order,
+    at most one chunk of a layer per pass.
+    """
+    chunks = [
+        (layer, list(range(start, min(start + capacity, rows))))
+        for layer in layers
+        for start in range(0, rows, capacity)
+    ]
+    passes: list[dict[int, list[int]]] = []
+    used: list[int] = []
+    for layer, chunk in chunks:
+        for plan, size in zip(passes, used, strict=True):
+            if layer not in plan and size + len(chunk) <= capacity:
+                plan[layer] = chunk
+                used[passes.index(plan)] += len(chunk)
+                break
+        else:
+            passes.append({layer: chunk})
+            used.append(len(chunk))
+    return passes
 
 
 def _real(matrix: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

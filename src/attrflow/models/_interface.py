@@ -39,6 +39,9 @@ class Session:
         require_grad: make the replaced tensor a leaf that requires grad (stored in ``replaced``).
         gate: ``[num_sites, H]`` multipliers of each head's probabilities (1 keep, 0 prune).
         edits: per site, a ``[n, n]`` multiplier of the probabilities (all heads), e.g. to mask interactions.
+        branches: per site, ``(first_row, alphas)``: rows ``first_row .. first_row + len(alphas) − 1`` of the
+            batch get that site's probabilities replaced by ``alphas[k] · A`` (A = those rows' own, clean,
+            probabilities); the replaced tensors are stored in ``leaves`` (grad-requiring with ``require_grad``).
     """
 
     record: bool = False
@@ -47,6 +50,7 @@ class Session:
     require_grad: bool = False
     gate: torch.Tensor | None = None
     edits: dict[int, torch.Tensor] = field(default_factory=dict)
+    branches: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)
     # filled while running
     count: int = 0
     records: list[torch.Tensor] = field(default_factory=list)
@@ -54,6 +58,7 @@ class Session:
     site_block_call: list[int] = field(default_factory=list)
     block_calls: int = 0
     replaced: torch.Tensor | None = None
+    leaves: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget what the previous forward pass left (call before each pass)."""
@@ -63,6 +68,7 @@ class Session:
         self.site_block_call = []
         self.block_calls = 0
         self.replaced = None
+        self.leaves = {}
 
     def on_site(self, module: nn.Module, probs: torch.Tensor) -> torch.Tensor:
         """Apply this session's interventions to the probabilities ``[B, H, q, k]`` of the next site."""
@@ -83,6 +89,15 @@ class Session:
                 replaced = replaced.detach().requires_grad_(True)
             self.replaced = replaced
             probs = replaced
+        branch = self.branches.get(site)
+        if branch is not None:
+            start, alphas = branch
+            stop = start + alphas.shape[0]
+            leaf = alphas.to(probs.dtype).view(-1, 1, 1, 1) * probs[start:stop].detach()
+            if self.require_grad:
+                leaf = leaf.detach().requires_grad_(True)
+            self.leaves[site] = leaf
+            probs = torch.cat([probs[:start], leaf, probs[stop:]], dim=0)
         if self.record:
             self.records.append(probs.detach())
         return probs

@@ -258,18 +258,20 @@ class Model:
         return probe
 
     def _check_replay(self, probe: _Probe, dummy: Mapping[str, torch.Tensor], clean: torch.Tensor) -> bool:
-        """Whether expanding the batch at a block (reusing the layers below) gives the model's outputs."""
+        """Whether branching rows off at a block (reusing the layers below) gives the model's outputs."""
         if not probe.blocks or any(call < 0 for call in probe.site_block_call):
             return False
-        site = probe.num_sites - 1 if probe.num_sites > 1 else 0
+        if len(set(probe.site_block_call)) != probe.num_sites:
+            return False  # several sites in one block: rows could not branch at the site's own block
+        site = probe.num_sites - 1
         try:
-            session = Session(replace_site=site, alphas=torch.ones(2, device=self.device))
+            ones = torch.ones(2, device=self.device)
             with self.engaged(), torch.no_grad():
-                out = self._forward(dummy, session, batch=2, replay=True, probe=probe)
+                out, _ = self._branched(dummy, {site: ones}, probe=probe, replay=True)
         except (RuntimeError, ValueError, IndexError) as exc:
             logger.debug("layer replay unavailable: %s", exc)
             return False
-        return bool(out.shape[0] == 2 and torch.allclose(out, clean.expand_as(out), rtol=1e-5, atol=1e-6))
+        return bool(out.shape[0] == 3 and torch.allclose(out, clean.expand_as(out), rtol=1e-5, atol=1e-6))
 
     # ------------------------------------------------------------------ running
     def _logits(self, output: Any, position: int | None = None) -> torch.Tensor:
@@ -284,33 +286,62 @@ class Model:
         session: Session,
         *,
         batch: int = 1,
-        replay: bool = False,
         position: int | None = None,
-        probe: _Probe | None = None,
     ) -> torch.Tensor:
-        """Logits ``[batch, C]`` of the explained position, with ``session`` active (call inside ``engaged``).
-
-        With ``replay``, the model runs on the batch-1 input and the hidden states are expanded to ``batch`` rows
-        at the block that holds ``session.replace_site``, so the layers below run once instead of ``batch`` times.
-        """
-        probe = probe or self._probe
+        """Logits ``[batch, C]`` of the explained position, with ``session`` active (call inside ``engaged``)."""
         session.reset()
         if session.gate is None:
             session.gate = _GATE.get()
-        if replay and batch > 1:
-            assert session.replace_site is not None
-            target_call = probe.site_block_call[session.replace_site]
-            with _expanding_hooks(probe.blocks, session, target_call, batch), active_session(session):
-                out = self.model(**inputs)
-        else:
-            if batch > 1:
-                inputs = {k: v.expand(batch, *v.shape[1:]) for k, v in inputs.items()}
-            with active_session(session):
-                out = self.model(**inputs)
+        if batch > 1:
+            inputs = {k: v.expand(batch, *v.shape[1:]) for k, v in inputs.items()}
+        with active_session(session):
+            out = self.model(**inputs)
         logits = self._logits(out, position)
         if logits.shape[0] != batch:
             raise RuntimeError(f"expected {batch} output rows, got {logits.shape[0]}")
         return logits
+
+    def _branched(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        branches: Mapping[int, torch.Tensor],
+        *,
+        require_grad: bool = False,
+        record: bool = False,
+        position: int | None = None,
+        probe: _Probe | None = None,
+        replay: bool | None = None,
+    ) -> tuple[torch.Tensor, Session]:
+        """One forward pass: row 0 clean, then per site (ascending) one row per alpha with that site replaced.
+
+        With replay, the rows of a site branch off row 0 at the block holding the site, so the layers below run
+        once; otherwise every row runs the whole model from identical inputs (same numbers, more work).
+        """
+        probe = probe or self._probe
+        replay = probe.replay_ok if replay is None else replay
+        session = Session(record=record, require_grad=require_grad, gate=_GATE.get())
+        plan: dict[int, int] = {}
+        total = 1
+        for site in sorted(branches):
+            alphas = branches[site]
+            session.branches[site] = (total, alphas)
+            plan[probe.site_block_call[site]] = int(alphas.shape[0])
+            total += int(alphas.shape[0])
+        session.reset()
+        if replay:
+            with _branching_hooks(probe.blocks, session, plan), active_session(session):
+                out = self.model(**inputs)
+        else:
+            expanded = {k: v.expand(total, *v.shape[1:]) for k, v in inputs.items()}
+            with active_session(session):
+                out = self.model(**expanded)
+        logits = self._logits(out, position)
+        if logits.shape[0] != total:
+            raise RuntimeError(f"expected {total} output rows, got {logits.shape[0]}")
+        return logits, session
+
+    def _position(self, encoding: Encoding) -> int | None:
+        return int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
 
     def run(
         self,
@@ -319,15 +350,37 @@ class Model:
         *,
         batch: int = 1,
     ) -> torch.Tensor:
-        """Logits ``[batch, C]`` at the explained position of ``encoding`` under ``session`` (grad as the caller set).
-
-        When the session replaces a site and the model allows it, the layers below that site are computed once.
-        """
+        """Logits ``[batch, C]`` at the explained position of ``encoding`` under ``session`` (grad as the caller set)."""
         session = session or Session()
-        position = int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
         with self.engaged():
-            use_replay = self._probe.replay_ok and session.replace_site is not None
-            return self._forward(encoding.inputs, session, batch=batch, replay=use_replay, position=position)
+            return self._forward(encoding.inputs, session, batch=batch, position=self._position(encoding))
+
+    def run_branches(
+        self,
+        encoding: Encoding,
+        branches: Mapping[int, torch.Tensor],
+        *,
+        require_grad: bool = False,
+        record: bool = False,
+    ) -> tuple[torch.Tensor, Session]:
+        """One pass that evaluates many attention replacements at once (the work behind AttAttr).
+
+        Args:
+            encoding: the input.
+            branches: ``{site: alphas [R]}``; for each site, R rows in which that site's probabilities A are
+                replaced by ``alpha · A`` (the other sites compute normally).
+            require_grad: make each replaced tensor a grad-requiring leaf (``session.leaves[site]``, ``[R, H, N, N]``).
+            record: keep every site's probabilities in ``session.records`` (row 0 is the clean input).
+
+        Returns:
+            ``(logits, session)``: logits ``[1 + Σ R, C]``, row 0 clean, then the rows of each site in ascending
+            site order. Where the model allows it, rows branch off at the site's block and the layers below are
+            computed once; results are the same either way.
+        """
+        with self.engaged():
+            return self._branched(
+                encoding.inputs, branches, require_grad=require_grad, record=record, position=self._position(encoding)
+            )
 
     # ------------------------------------------------------------------ inputs
     def max_length(self) -> int | None:
@@ -581,27 +634,31 @@ def _counting_hooks(blocks: Sequence[nn.Module], session: Session) -> contextlib
     return _pre_hooks(blocks, count)
 
 
-def _expanding_hooks(
-    blocks: Sequence[nn.Module], session: Session, target_call: int, batch: int
+def _branching_hooks(
+    blocks: Sequence[nn.Module], session: Session, plan: Mapping[int, int]
 ) -> contextlib.AbstractContextManager[None]:
-    """Expand the hidden states entering block call number ``target_call`` from 1 to ``batch`` rows."""
+    """At block call k in ``plan``, append ``plan[k]`` copies of row 0 to the hidden states entering the block."""
 
-    def expand(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    def branch(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
         call = session.block_calls
         session.block_calls += 1
-        if call != target_call:
+        count = plan.get(call)
+        if not count:
             return None
+
+        def grow(hidden: torch.Tensor) -> torch.Tensor:
+            return torch.cat([hidden, hidden[:1].expand(count, *hidden.shape[1:])], dim=0)
+
         if args and isinstance(args[0], torch.Tensor):
-            hidden = args[0]
-            return (hidden.expand(batch, *hidden.shape[1:]).contiguous(), *args[1:]), kwargs
+            return (grow(args[0]), *args[1:]), kwargs
         for key in ("hidden_states", "x", "hidden_state"):
             value = kwargs.get(key)
             if isinstance(value, torch.Tensor):
-                kwargs[key] = value.expand(batch, *value.shape[1:]).contiguous()
+                kwargs[key] = grow(value)
                 return args, kwargs
         raise RuntimeError("could not find the hidden states entering the block")
 
-    return _pre_hooks(blocks, expand, with_kwargs=True)
+    return _pre_hooks(blocks, branch, with_kwargs=True)
 
 
 @contextlib.contextmanager
