@@ -10,6 +10,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 
 import attrflow
 from attrflow.errors import InvalidInputError
+from attrflow.methods.quadrature import quadrature
 
 _ORACLE: dict = {}
 
@@ -29,8 +30,8 @@ def _oracle_attention(module, query, key, value, attention_mask, **kwargs):
 AttentionInterface.register("oracle_test", _oracle_attention)
 
 
-def naive_attattr(model, inputs, layer, target, steps):
-    """The paper's algorithm, literally: one full forward+backward per left-Riemann point (official code)."""
+def naive_attattr(model, inputs, layer, target, steps, rule="riemann-left"):
+    """The paper's algorithm, literally: one full forward+backward per quadrature point (left Riemann: official code)."""
     model.eval()
     model.set_attn_implementation("eager")
     with torch.no_grad():
@@ -38,17 +39,18 @@ def naive_attattr(model, inputs, layer, target, steps):
     A = out.attentions[layer].float()
     model.set_attn_implementation("oracle_test")
     total = torch.zeros_like(A)
+    alphas, weights = quadrature(rule, steps) if rule != "riemann-left" else ([k / steps for k in range(steps)], None)
     try:
-        for k in range(steps):
-            _ORACLE.update(count=0, layer=layer, alpha=k / steps, A=A)
+        for k, alpha in enumerate(alphas):
+            _ORACLE.update(count=0, layer=layer, alpha=float(alpha), A=A)
             logits = model(**inputs).logits
             logits = logits[:, -1] if logits.dim() == 3 else logits
             prob = torch.softmax(logits, -1)[0, target]
             (grad,) = torch.autograd.grad(prob, _ORACLE["leaf"])
-            total += grad
+            total += grad if weights is None else float(weights[k]) * grad
     finally:
         model.set_attn_implementation("sdpa")
-    return (total * (A / steps))[0]
+    return (total * (A / steps))[0] if weights is None else (total * A)[0]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -61,12 +63,28 @@ def test_riemann_left_equals_naive_loop(arch):
         torch.testing.assert_close(result.attributions[row], expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama", "albert"])
+@pytest.mark.parametrize(("rule", "steps"), [("riemann-right", 3), ("gauss-lobatto", 4), ("gauss-legendre", 3)])
+def test_every_rule_equals_naive_loop_with_the_same_points(arch, rule, steps):
+    # riemann-right and gauss-lobatto take their alpha = 1 point from the clean row's gradient: checked here
+    model = build(arch, init_scale=0.1)
+    inputs = example_inputs(arch)
+    result = attrflow.attribute(attrflow.load_model(model), inputs, steps=steps, rule=rule)
+    for row, layer in enumerate(result.layers):
+        expected = naive_attattr(model, inputs, layer, result.target, steps=steps, rule=rule)
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(result.attributions[row], expected, rtol=1e-4, atol=1e-5 * scale)
+
+
 @pytest.mark.parametrize("arch", ["bert", "llama", "vit"])
 def test_gauss_legendre_gap_shrinks_and_is_small(arch):
     # larger initial weights make the integrand clearly non-linear in alpha
     model = attrflow.load_model(build(arch, init_scale=0.1))
     inputs = example_inputs(arch)
-    gaps = {m: attrflow.attribute(model, inputs, steps=m).completeness_gap.abs().max().item() for m in (1, 2, 8)}
+    gaps = {
+        m: attrflow.attribute(model, inputs, steps=m, rule="gauss-legendre").completeness_gap.abs().max().item()
+        for m in (1, 2, 8)
+    }
     riemann = attrflow.attribute(model, inputs, steps=20, rule="riemann-left").completeness_gap.abs().max().item()
     assert gaps[1] > gaps[2] > gaps[8]
     assert gaps[8] < 1e-4
@@ -191,3 +209,20 @@ def test_one_pass_when_memory_allows():
     finally:
         handle.remove()
     assert calls["n"] == 1  # clean row, every layer's interpolation rows and F(0) rows: one forward pass
+
+
+@pytest.mark.parametrize("rule", ["gauss-lobatto", "riemann-right"])
+def test_frozen_weights_give_the_same_attributions(rule):
+    model = build("bert", init_scale=0.1)
+    inputs = example_inputs("bert")
+    reference = attrflow.attribute(attrflow.load_model(model), inputs, steps=4, rule=rule)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    frozen = attrflow.attribute(attrflow.load_model(model), inputs, steps=4, rule=rule)
+    torch.testing.assert_close(frozen.attributions, reference.attributions)
+
+
+def test_lobatto_rejects_one_point():
+    model = attrflow.load_model(build("bert"))
+    with pytest.raises(InvalidInputError, match="steps >= 2"):
+        attrflow.attribute(model, example_inputs("bert"), steps=1, rule="gauss-lobatto")

@@ -183,7 +183,7 @@ def test_too_long_text_truncates_with_warning_or_raises():
     model = _text_model(max_length=10)
     text = " ".join(["good"] * 30)
     with pytest.warns(UserWarning, match="truncated"):
-        result = attrflow.attribute(model, text, steps=1)
+        result = attrflow.attribute(model, text, steps=2)
     assert len(result.tokens) == 10 and result.settings["truncated"]
     with pytest.raises(InvalidInputError, match="at most 10"):
         attrflow.attribute(model, text, truncation=False)
@@ -204,7 +204,7 @@ def test_load_model_from_directory(tmp_path):
     word_tokenizer().save_pretrained(tmp_path)
     model = attrflow.load_model(tmp_path)
     assert (model.num_layers, model.num_heads, model.task) == (3, 4, "sequence-classification")
-    assert attrflow.attribute(model, "a good film", steps=1).tokens[1:-1] == ("a", "good", "film")
+    assert attrflow.attribute(model, "a good film", steps=2).tokens[1:-1] == ("a", "good", "film")
 
 
 def test_load_model_errors(tmp_path):

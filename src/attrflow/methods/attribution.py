@@ -3,8 +3,14 @@ Information Interactions Inside Transformer", AAAI 2021 (arXiv 2004.11207).
 
 For each layer l, ``Attr(A_l) = A_l ⊙ ∫₀¹ ∂F(α·A_l)/∂A_l dα`` where F(α·A_l) is the model run with layer l's
 attention probabilities (all heads) replaced by α·A_l and F is the softmax probability of the target output.
-The integral is a quadrature over α (see :mod:`attrflow.methods.quadrature`). All points of a layer run as one
-batch, and the layers below l are computed once and reused (their outputs do not depend on α).
+The integral is a quadrature over α (see :mod:`attrflow.methods.quadrature`).
+
+How the work is organised (one forward and one backward pass per input when memory allows): row 0 of the batch is
+the clean input; at the block of each attributed layer l, the rows of that layer's interpolation points branch off
+row 0 with layer l's attention replaced by α·A, so the layers below l are computed once. The α = 0 row gives F(0)
+for the completeness gap; the α = 1 point of rules that have one (gauss-lobatto, riemann-right) needs no row: the
+gradient at row 0 gives ∂F/∂A_l at α = 1 for every layer at once. Work in layer-rows: L + Σ_l (L − l)·rows,
+against L·L·m for the paper's algorithm run naively.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from attrflow.results import AttentionAttribution
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RULE: Rule = "gauss-legendre"
-DEFAULT_STEPS = 8
+DEFAULT_RULE: Rule = "gauss-lobatto"
+DEFAULT_STEPS = 4
 
 __all__ = ["DEFAULT_RULE", "DEFAULT_STEPS", "AttentionAttributor", "attribute", "resolve_layers"]
 
@@ -99,9 +105,7 @@ class AttentionAttributor:
         model = self.model
         encoding = model.prepare(inputs, truncation=truncation)
         chosen = resolve_layers(layers, model.num_layers)
-        # the last row of every layer (alpha = 0) gives F(0) for the completeness gap
-        alphas = np.append(self.alphas, 0.0)
-        weights = np.append(self.weights, 0.0)
+        rows_alpha, rows_weight, grad_rows, end_weight = _layer_rows(self.alphas, self.weights)
         capacity = self.batch_size or _auto_batch_size(model, encoding)
         grad_sums: dict[int, torch.Tensor] = {}
         baselines: dict[int, float] = {}
@@ -109,36 +113,56 @@ class AttentionAttributor:
         target_seen: int | None = target
         predicted = -1
         probability = float("nan")
-        for plan in _plan_passes(chosen, len(alphas), capacity):
+        for plan in _plan_passes(chosen, len(rows_alpha), capacity):
             branches = {
-                layer: torch.tensor(alphas[rows], dtype=torch.float32, device=model.device)
+                layer: (
+                    torch.tensor(rows_alpha[rows], dtype=torch.float32, device=model.device),
+                    sum(1 for r in rows if r < grad_rows),
+                )
                 for layer, rows in plan.items()
             }
+            first = clean is None
             with torch.enable_grad():
-                logits, session = model.run_branches(encoding, branches, require_grad=True, record=clean is None)
+                logits, session = model.run_branches(
+                    encoding, branches, require_grad=True, clean_leaves=first and end_weight != 0.0, record=first
+                )
                 probabilities = torch.softmax(logits.float(), dim=-1)
-                if clean is None:
+                if first:
                     clean = session
                     predicted = int(probabilities[0].detach().argmax())
                     target_seen = self._resolve_target(target, predicted)
                     probability = float(probabilities[0, target_seen].detach())
                 assert target_seen is not None
                 prob = probabilities[:, target_seen]
-                layers_here = sorted(plan)
-                grads = torch.autograd.grad(prob[1:].sum(), [session.leaves[layer] for layer in layers_here])
-            for layer, grad in zip(layers_here, grads, strict=True):
-                rows = plan[layer]
-                weight = torch.tensor(weights[rows], dtype=torch.float64, device=grad.device)
-                contribution = torch.einsum("b,bhij->hij", weight, grad.double())
+                wanted = [(layer, session.leaves[layer]) for layer in sorted(plan) if layer in session.leaves]
+                wanted += [
+                    (-1 - layer, session.clean_row_leaves[layer])
+                    for layer in chosen
+                    if layer in session.clean_row_leaves
+                ]
+                grads = torch.autograd.grad(prob.sum(), [leaf for _, leaf in wanted]) if wanted else ()
+            for (key, _), grad in zip(wanted, grads, strict=True):
+                if key < 0:  # row 0: the alpha = 1 end point of the rule
+                    layer, contribution = -1 - key, end_weight * grad[0].double()
+                else:
+                    layer = key
+                    weight = torch.tensor(
+                        rows_weight[plan[layer][: grad.shape[0]]], dtype=torch.float64, device=grad.device
+                    )
+                    contribution = torch.einsum("b,bhij->hij", weight, grad.double())
                 grad_sums[layer] = grad_sums[layer] + contribution if layer in grad_sums else contribution
-                if rows[-1] == len(alphas) - 1:
-                    first_row, _ = session.branches[layer]
+            for layer, rows in plan.items():
+                if rows[-1] == len(rows_alpha) - 1:  # the alpha = 0 row: F(0) for the completeness gap
+                    first_row, _, _ = session.branches[layer]
                     baselines[layer] = float(prob[first_row + len(rows) - 1].detach())
         assert clean is not None and target_seen is not None
         positions = encoding.positions.to(model.device)
         attentions = torch.stack([_real(r[0], positions) for r in clean.records]).float().cpu()
         stacked = torch.stack(
-            [_real(clean.records[layer][0].double() * grad_sums[layer], positions).float().cpu() for layer in chosen]
+            [
+                _real(clean.records[layer][0].double() * grad_sums.get(layer, 0.0), positions).float().cpu()
+                for layer in chosen
+            ]
         )
         baseline_probability = torch.tensor([baselines[layer] for layer in chosen], dtype=torch.float32)
         gap = stacked.double().sum(dim=(1, 2, 3)) - (probability - baseline_probability.double())
@@ -179,7 +203,24 @@ class AttentionAttributor:
         return int(target)
 
 
-# activations of one interpolation row through the whole model are about this many bytes per layer and token
+def _layer_rows(alphas: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """The rows one layer needs for a rule: ``(row_alphas, row_weights, grad_rows, end_weight)``.
+
+    The α = 1 point needs no row of its own: row 0 (the clean input) gives ∂F/∂A at α = 1 for every layer in one
+    backward pass; ``end_weight`` is its weight. The α = 0 row is always present, last, because it gives F(0) for
+    the completeness gap; it carries the rule's weight at α = 0 if any (riemann-left, gauss-lobatto), and otherwise
+    gets no gradient. The first ``grad_rows`` rows need gradients.
+    """
+    end_weight = float(weights[alphas == 1.0].sum())
+    zero_weight = float(weights[alphas == 0.0].sum())
+    inner = (alphas > 0.0) & (alphas < 1.0)
+    row_alphas = np.append(alphas[inner], 0.0)
+    row_weights = np.append(weights[inner], zero_weight)
+    grad_rows = int(inner.sum()) + (1 if zero_weight != 0.0 else 0)
+    return row_alphas, row_weights, grad_rows, end_weight
+
+
+# the activations one pass may hold (estimated); results never depend on it
 _MEMORY_BUDGET = 2 * 1024**3
 
 
@@ -243,9 +284,10 @@ def attribute(
         model: an :class:`attrflow.Model` from :func:`attrflow.load_model` (or a transformers model).
         inputs: a string, a ``(text, text_pair)`` tuple, or a dict of batch-1 tensors.
         target: output to explain; default the predicted class (next token for causal LMs).
-        steps: quadrature points m. Default 8 Gauss–Legendre points: see BENCHMARKS.md for why.
-        rule: one of ``"gauss-legendre"``, ``"riemann-left"`` (official code), ``"riemann-right"`` (paper),
-            ``"riemann-middle"``.
+        steps: quadrature points m (default 4; see BENCHMARKS.md for the measurements behind the default).
+        rule: ``"gauss-lobatto"`` (default: exact for polynomials of degree ≤ 2m − 3, and its end points cost
+            almost nothing), ``"gauss-legendre"``, ``"riemann-left"`` (official code, bit-for-bit),
+            ``"riemann-right"`` (the paper), ``"riemann-middle"``.
         layers: which layers (negative indices ok); default all.
         batch_size: most interpolation points per forward pass (memory only; results do not depend on it).
         truncation: cut over-long text with a warning (False raises).

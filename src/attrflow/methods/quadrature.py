@@ -13,7 +13,7 @@ import numpy as np
 
 from attrflow.errors import InvalidInputError
 
-Rule = Literal["riemann-left", "riemann-right", "riemann-middle", "gauss-legendre"]
+Rule = Literal["riemann-left", "riemann-right", "riemann-middle", "gauss-legendre", "gauss-lobatto"]
 RULES: tuple[str, ...] = get_args(Rule)
 
 
@@ -23,8 +23,9 @@ def quadrature(rule: Rule, steps: int) -> tuple[np.ndarray, np.ndarray]:
     Args:
         rule: ``"riemann-left"`` (α = k/m, k = 0..m−1; official AttAttr code), ``"riemann-right"`` (k = 1..m;
             the paper), ``"riemann-middle"`` (α = (k + ½)/m), ``"gauss-legendre"`` (exact for polynomials of
-            degree ≤ 2m − 1).
-        steps: the number of points m ≥ 1.
+            degree ≤ 2m − 1), ``"gauss-lobatto"`` (includes both ends α = 0 and α = 1; exact to degree 2m − 3;
+            attrflow gets the two end points almost for free, see :mod:`attrflow.methods.attribution`).
+        steps: the number of points m ≥ 1 (≥ 2 for gauss-lobatto).
 
     Returns:
         ``(alphas, weights)``, float64 arrays of length ``steps``; the weights sum to 1.
@@ -40,6 +41,14 @@ def quadrature(rule: Rule, steps: int) -> tuple[np.ndarray, np.ndarray]:
     k = np.arange(m, dtype=np.float64)
     if rule == "gauss-legendre":
         nodes, weights = np.polynomial.legendre.leggauss(m)
+        return (nodes + 1.0) / 2.0, weights / 2.0
+    if rule == "gauss-lobatto":
+        if m < 2:
+            raise InvalidInputError("gauss-lobatto needs steps >= 2 (it always includes both end points)")
+        legendre = np.polynomial.legendre.Legendre.basis(m - 1)
+        inner = np.sort(legendre.deriv().roots().real) if m > 2 else np.empty(0)
+        nodes = np.concatenate([[-1.0], inner, [1.0]])
+        weights = 2.0 / (m * (m - 1) * legendre(nodes) ** 2)
         return (nodes + 1.0) / 2.0, weights / 2.0
     offset = {"riemann-left": 0.0, "riemann-right": 1.0, "riemann-middle": 0.5}[rule]
     return (k + offset) / m, np.full(m, 1.0 / m)

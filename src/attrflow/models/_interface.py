@@ -39,9 +39,13 @@ class Session:
         require_grad: make the replaced tensor a leaf that requires grad (stored in ``replaced``).
         gate: ``[num_sites, H]`` multipliers of each head's probabilities (1 keep, 0 prune).
         edits: per site, a ``[n, n]`` multiplier of the probabilities (all heads), e.g. to mask interactions.
-        branches: per site, ``(first_row, alphas)``: rows ``first_row .. first_row + len(alphas) − 1`` of the
-            batch get that site's probabilities replaced by ``alphas[k] · A`` (A = those rows' own, clean,
-            probabilities); the replaced tensors are stored in ``leaves`` (grad-requiring with ``require_grad``).
+        branches: per site, ``(first_row, alphas, grad_rows)``: rows ``first_row .. first_row + len(alphas) − 1``
+            of the batch get that site's probabilities replaced by ``alphas[k] · A`` (A = those rows' own, clean,
+            probabilities); with ``require_grad`` the first ``grad_rows`` of them form a grad-requiring leaf stored
+            in ``leaves[site]`` (the others get no gradient, which saves their backward pass).
+        clean_leaves: with ``require_grad``, keep row 0's probabilities at every site as a tensor to
+            differentiate by (``clean_row_leaves[site]``, still inside the graph): one backward gives ∂F/∂A at
+            α = 1 for every layer.
     """
 
     record: bool = False
@@ -50,7 +54,8 @@ class Session:
     require_grad: bool = False
     gate: torch.Tensor | None = None
     edits: dict[int, torch.Tensor] = field(default_factory=dict)
-    branches: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)
+    branches: dict[int, tuple[int, torch.Tensor, int]] = field(default_factory=dict)
+    clean_leaves: bool = False
     # filled while running
     count: int = 0
     records: list[torch.Tensor] = field(default_factory=list)
@@ -59,6 +64,7 @@ class Session:
     block_calls: int = 0
     replaced: torch.Tensor | None = None
     leaves: dict[int, torch.Tensor] = field(default_factory=dict)
+    clean_row_leaves: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget what the previous forward pass left (call before each pass)."""
@@ -69,6 +75,7 @@ class Session:
         self.block_calls = 0
         self.replaced = None
         self.leaves = {}
+        self.clean_row_leaves = {}
 
     def on_site(self, module: nn.Module, probs: torch.Tensor) -> torch.Tensor:
         """Apply this session's interventions to the probabilities ``[B, H, q, k]`` of the next site."""
@@ -89,15 +96,22 @@ class Session:
                 replaced = replaced.detach().requires_grad_(True)
             self.replaced = replaced
             probs = replaced
+        if self.clean_leaves and self.require_grad:
+            # not a detached leaf: the gradient must flow through the attention of the layers above this site
+            # (they react to this layer). A leaf only where nothing below requires grad (frozen weights).
+            row = probs[:1].clone() if probs.requires_grad else probs[:1].detach().requires_grad_(True)
+            self.clean_row_leaves[site] = row
+            probs = torch.cat([row, probs[1:]], dim=0)
         branch = self.branches.get(site)
         if branch is not None:
-            start, alphas = branch
+            start, alphas, grad_rows = branch
             stop = start + alphas.shape[0]
-            leaf = alphas.to(probs.dtype).view(-1, 1, 1, 1) * probs[start:stop].detach()
-            if self.require_grad:
-                leaf = leaf.detach().requires_grad_(True)
-            self.leaves[site] = leaf
-            probs = torch.cat([probs[:start], leaf, probs[stop:]], dim=0)
+            scaled = alphas.to(probs.dtype).view(-1, 1, 1, 1) * probs[start:stop].detach()
+            if self.require_grad and grad_rows > 0:
+                leaf = scaled[:grad_rows].detach().requires_grad_(True)
+                self.leaves[site] = leaf
+                scaled = torch.cat([leaf, scaled[grad_rows:]], dim=0)
+            probs = torch.cat([probs[:start], scaled, probs[stop:]], dim=0)
         if self.record:
             self.records.append(probs.detach())
         return probs

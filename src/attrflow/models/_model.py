@@ -304,9 +304,10 @@ class Model:
     def _branched(
         self,
         inputs: Mapping[str, torch.Tensor],
-        branches: Mapping[int, torch.Tensor],
+        branches: Mapping[int, torch.Tensor | tuple[torch.Tensor, int]],
         *,
         require_grad: bool = False,
+        clean_leaves: bool = False,
         record: bool = False,
         position: int | None = None,
         probe: _Probe | None = None,
@@ -319,12 +320,13 @@ class Model:
         """
         probe = probe or self._probe
         replay = probe.replay_ok if replay is None else replay
-        session = Session(record=record, require_grad=require_grad, gate=_GATE.get())
+        session = Session(record=record, require_grad=require_grad, clean_leaves=clean_leaves, gate=_GATE.get())
         plan: dict[int, int] = {}
         total = 1
         for site in sorted(branches):
-            alphas = branches[site]
-            session.branches[site] = (total, alphas)
+            spec = branches[site]
+            alphas, grad_rows = spec if isinstance(spec, tuple) else (spec, int(spec.shape[0]))
+            session.branches[site] = (total, alphas, grad_rows)
             plan[probe.site_block_call[site]] = int(alphas.shape[0])
             total += int(alphas.shape[0])
         session.reset()
@@ -358,18 +360,22 @@ class Model:
     def run_branches(
         self,
         encoding: Encoding,
-        branches: Mapping[int, torch.Tensor],
+        branches: Mapping[int, torch.Tensor | tuple[torch.Tensor, int]],
         *,
         require_grad: bool = False,
+        clean_leaves: bool = False,
         record: bool = False,
     ) -> tuple[torch.Tensor, Session]:
         """One pass that evaluates many attention replacements at once (the work behind AttAttr).
 
         Args:
             encoding: the input.
-            branches: ``{site: alphas [R]}``; for each site, R rows in which that site's probabilities A are
-                replaced by ``alpha · A`` (the other sites compute normally).
-            require_grad: make each replaced tensor a grad-requiring leaf (``session.leaves[site]``, ``[R, H, N, N]``).
+            branches: ``{site: alphas [R]}`` or ``{site: (alphas, grad_rows)}``; for each site, R rows in which that
+                site's probabilities A are replaced by ``alpha · A`` (the other sites compute normally).
+            require_grad: make the replaced tensors of the first ``grad_rows`` rows (default all) of each site a
+                grad-requiring leaf (``session.leaves[site]``, ``[grad_rows, H, N, N]``).
+            clean_leaves: with ``require_grad``, also make row 0's probabilities at every site a leaf
+                (``session.clean_row_leaves[site]``), giving ∂F/∂A at α = 1 for every layer in the same backward.
             record: keep every site's probabilities in ``session.records`` (row 0 is the clean input).
 
         Returns:
@@ -379,7 +385,12 @@ class Model:
         """
         with self.engaged():
             return self._branched(
-                encoding.inputs, branches, require_grad=require_grad, record=record, position=self._position(encoding)
+                encoding.inputs,
+                branches,
+                require_grad=require_grad,
+                clean_leaves=clean_leaves,
+                record=record,
+                position=self._position(encoding),
             )
 
     # ------------------------------------------------------------------ inputs
@@ -647,7 +658,8 @@ def _branching_hooks(
             return None
 
         def grow(hidden: torch.Tensor) -> torch.Tensor:
-            return torch.cat([hidden, hidden[:1].expand(count, *hidden.shape[1:])], dim=0)
+            # detached: gradients of the branch rows must not flow into row 0's leaves below the branch point
+            return torch.cat([hidden, hidden[:1].detach().expand(count, *hidden.shape[1:])], dim=0)
 
         if args and isinstance(args[0], torch.Tensor):
             return (grow(args[0]), *args[1:]), kwargs
