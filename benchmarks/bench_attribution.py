@@ -4,10 +4,11 @@
     m = 20 left-Riemann points batched together (as the official code batches its points), the layer's
     probabilities replaced by α·A through a registered attention function.
 (b) attrflow with the paper's rule: riemann-right, m = 20.
-(c) attrflow's default (Gauss–Legendre, 8 points), plus a few other settings for the record.
+(c) attrflow's default (Gauss–Lobatto, 4 points), plus a few other settings for the record.
 
-Work count (one unit = one transformer layer applied to one interpolation row): naive L·L·20;
-attrflow Σ_l (L − l)·(m + 1) because the layers below l are computed once and the α = 0 row gives F(0).
+Work count (one unit = one transformer layer applied to one row): naive L·L·20 (+ L·L for F(0));
+attrflow L + Σ_l (L − l)·r with r rows per layer (the layers below l are computed once, the clean row gives
+the α = 1 point, the α = 0 row gives F(0)): Lobatto-4 has r = 3, so L=6: 69 vs 720 (10.4×); L=12: 246 vs 2880.
 
 Usage:
     python benchmarks/bench_attribution.py [--models minilm,bert-base] [--examples 3] [--threads 2]
@@ -30,7 +31,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import attrflow
-from attrflow.methods import DEFAULT_STEPS
+from attrflow.methods import DEFAULT_RULE, DEFAULT_STEPS
 
 SENTENCES = [
     "the acting was wooden and the plot made no sense at all , but the soundtrack saved the evening for me",
@@ -123,10 +124,11 @@ def main() -> None:
     builders = {"minilm": minilm, "bert-base": bert_base}
     settings = [
         ("attrflow paper rule (riemann-right, m=20)", "riemann-right", 20),
-        ("attrflow riemann-left m=20 (official)", "riemann-left", 20),
-        ("attrflow gauss-legendre m=2", "gauss-legendre", 2),
+        ("attrflow official rule (riemann-left, m=20)", "riemann-left", 20),
         ("attrflow gauss-legendre m=4", "gauss-legendre", 4),
-        (f"attrflow DEFAULT (gauss-legendre, m={DEFAULT_STEPS})", "gauss-legendre", DEFAULT_STEPS),
+        ("attrflow gauss-lobatto m=3", "gauss-lobatto", 3),
+        (f"attrflow DEFAULT ({DEFAULT_RULE}, m={DEFAULT_STEPS})", DEFAULT_RULE, DEFAULT_STEPS),
+        ("attrflow gauss-lobatto m=6", "gauss-lobatto", 6),
     ]
     for key in args.models.split(","):
         model, tokenizer, label = builders[key]()
