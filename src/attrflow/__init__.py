@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "attribution_tree": "attrflow.analysis.tree",
     "TokenScores": "attrflow.viz.report",
     "render_report": "attrflow.viz.report",
+    "attention_rollout": "attrflow.flow.rollout",
+    "attention_flow": "attrflow.flow.maxflow",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
         RunMismatchError,
         UnsupportedModelError,
     )
+    from attrflow.flow.maxflow import attention_flow
+    from attrflow.flow.rollout import attention_rollout
     from attrflow.methods import AttentionAttributor, attribute, record_attention
     from attrflow.models import Encoding, Model, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, load_result

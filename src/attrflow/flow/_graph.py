@@ -1,0 +1,155 @@
+"""The attention graph of Abnar & Zuidema (ACL 2020, §2): input checks, head fusion and the residual.
+
+Shared by rollout and flow: both turn attention probabilities ``[L, H, n, n]`` into one row-stochastic matrix
+per layer, ``Ā_l = 0.5·W_l + 0.5·I`` with ``W_l`` the heads fused (mean in the paper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+
+from attrflow.errors import InvalidInputError
+
+HeadFusion = Literal["mean", "max", "min"]
+AttentionInput = Any  # torch.Tensor | np.ndarray | an object with an ``.attentions`` tensor
+ExcludeSpec = Any  # None | "special" | bool mask [n] (sequence, numpy array or tensor)
+
+# Attention rows are probabilities; low-precision models (float16/bfloat16) overshoot 1 a little.
+_ROW_SUM_SLACK = 1e-2
+
+
+def as_attention_array(attentions: AttentionInput) -> tuple[np.ndarray, torch.dtype]:
+    """Attention probabilities as float64 numpy ``[L, H, n, n]``, and the dtype results should have.
+
+    Raises:
+        InvalidInputError: not 4-D ``[L, H, n, n]`` with square matrices, empty, not finite, negative, or a row
+            that sums to more than 1 (attention scores before the softmax, not probabilities).
+    """
+    source = getattr(attentions, "attentions", attentions)
+    if isinstance(source, torch.Tensor):
+        out_dtype = torch.float64 if source.dtype == torch.float64 else torch.float32
+        array = source.detach().to(device="cpu", dtype=torch.float64).numpy()
+    elif isinstance(source, np.ndarray):
+        out_dtype = torch.float64 if source.dtype == np.float64 else torch.float32
+        if not (np.issubdtype(source.dtype, np.floating) or np.issubdtype(source.dtype, np.integer)):
+            raise InvalidInputError(f"attentions must hold numbers, got numpy dtype {source.dtype}")
+        array = source.astype(np.float64)
+    else:
+        raise InvalidInputError(
+            "attentions must be a torch tensor or numpy array [layers, heads, n, n], or a result with an "
+            f"`.attentions` tensor (AttentionAttribution, RecordedAttention); got {type(attentions).__name__}"
+        )
+    if array.ndim != 4 or array.shape[2] != array.shape[3]:
+        raise InvalidInputError(
+            f"attentions must be [layers, heads, n, n] with square n×n matrices, got shape {tuple(array.shape)}; "
+            "add a head axis (e.g. `a.unsqueeze(1)`) for already fused [layers, n, n] attention"
+        )
+    if 0 in array.shape:
+        raise InvalidInputError(f"attentions must have at least one layer, head and token, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise InvalidInputError("attentions contain NaN or infinite values")
+    if (array < 0).any():
+        raise InvalidInputError(
+            f"attention probabilities cannot be negative (smallest value {array.min():.3g}); pass the "
+            "post-softmax probabilities, not scores"
+        )
+    largest = float(array.sum(axis=-1).max())
+    if largest > 1.0 + _ROW_SUM_SLACK:
+        raise InvalidInputError(
+            f"attention rows must sum to at most 1 (a row sums to {largest:.4g}); pass post-softmax probabilities"
+        )
+    return array, out_dtype
+
+
+def check_choice(name: str, value: object, choices: Any) -> None:
+    """Raise a clear :class:`InvalidInputError` when ``value`` is not one of the ``Literal`` ``choices``."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise InvalidInputError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def resolve_index(name: str, index: object, size: int, what: str) -> int:
+    """A Python-style index (negatives count from the end) checked against ``size``."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise InvalidInputError(f"{name} must be an integer, got {index!r}")
+    if not -size <= index < size:
+        raise InvalidInputError(f"{name} {index} is out of range for {size} {what} (use {-size}..{size - 1})")
+    return int(index) % size
+
+
+def resolve_positions(positions: int | Sequence[int] | None, n: int) -> np.ndarray:
+    """Output positions as non-negative indices; ``None`` means all ``n``."""
+    if positions is None:
+        return np.arange(n)
+    if isinstance(positions, torch.Tensor | np.ndarray):
+        positions = positions.tolist()
+    items = [positions] if isinstance(positions, int | np.integer) else list(positions)
+    if not items:
+        raise InvalidInputError("positions is empty; pass None for every position")
+    return np.array([resolve_index("position", p, n, "tokens") for p in items], dtype=np.int64)
+
+
+def resolve_exclude(exclude: ExcludeSpec, attentions: AttentionInput, n: int) -> np.ndarray:
+    """Boolean ``[n]`` mask of input tokens to exclude; ``"special"`` takes the input's ``special_mask``."""
+    if exclude is None:
+        return np.zeros(n, dtype=bool)
+    if isinstance(exclude, str):
+        if exclude != "special":
+            raise InvalidInputError(f"exclude must be None, 'special' or a boolean mask of {n} tokens; got {exclude!r}")
+        special = getattr(attentions, "special_mask", None)
+        if special is None or len(special) == 0:
+            raise InvalidInputError(
+                "exclude='special' needs an input with a `special_mask` (a recorded or attributed result); "
+                "pass a boolean mask instead"
+            )
+        exclude = special
+    if isinstance(exclude, torch.Tensor):
+        exclude = exclude.detach().cpu().numpy()
+    mask = np.asarray(exclude)
+    if mask.shape != (n,) or mask.dtype != bool:
+        raise InvalidInputError(
+            f"exclude must be a boolean mask of shape ({n},) (True = excluded), got dtype {mask.dtype}, shape {mask.shape}"
+        )
+    if mask.all():
+        raise InvalidInputError("exclude masks every token; at least one input token must remain")
+    return mask
+
+
+def fuse_heads(attentions: np.ndarray, head_fusion: HeadFusion) -> np.ndarray:
+    """``W_l``: the heads of every layer fused by mean, max or min, ``[L, H, n, n] -> [L, n, n]``."""
+    if head_fusion == "mean":
+        return attentions.mean(axis=1)
+    if head_fusion == "max":
+        return attentions.max(axis=1)
+    return attentions.min(axis=1)
+
+
+def add_residual(weights: np.ndarray, *, residual: bool, renormalise: bool) -> np.ndarray:
+    """``Ā = 0.5·W + 0.5·I`` (or ``W``), rows optionally rescaled to sum to 1 (rows summing to 0 stay 0)."""
+    n = weights.shape[-1]
+    graph = 0.5 * weights + 0.5 * np.eye(n) if residual else weights.copy()
+    if renormalise:
+        sums = graph.sum(axis=-1, keepdims=True)
+        np.divide(graph, sums, out=graph, where=sums > 0)
+    return graph
+
+
+def attention_graph(
+    attentions: np.ndarray, *, residual: bool, head_fusion: HeadFusion, head: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's matrices: ``(Ā, top)``, both float64 ``[L, n, n]``.
+
+    ``Ā_l`` fuses the heads of layer l; ``top_l`` is the matrix used where layer l is the *top* layer of an
+    analysis: ``Ā_l`` itself, or for per-head analysis (Abnar & Zuidema, appendix A.1) head ``head`` of layer
+    l with the residual, ``0.5·A_{l,h} + 0.5·I``. Max and min fusion do not keep rows stochastic, so their rows are
+    rescaled to sum to 1 after the residual, as in the common ViT implementations; mean fusion is the paper's
+    formula unchanged.
+    """
+    graph = add_residual(fuse_heads(attentions, head_fusion), residual=residual, renormalise=head_fusion != "mean")
+    if head is None:
+        return graph, graph
+    return graph, add_residual(attentions[:, head], residual=residual, renormalise=False)

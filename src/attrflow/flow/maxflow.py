@@ -1,0 +1,192 @@
+"""Attention flow (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020, §4).
+
+The attention graph is a flow network: node ``(l, i)`` is position i after layer l (layer 0: the input
+tokens), and the edge ``(l, i) → (l-1, j)`` has capacity ``Ā_l[i, j]``. The flow from ``(l, i)`` to input token
+j is the max-flow value between the two nodes; a path's weight is its bottleneck, where rollout multiplies.
+
+The official code runs networkx's Edmonds–Karp once per (source, token) pair on the dense graph of all layers
+(minutes per sentence). Here every problem of a source layer shares one pruned network built once, solved by
+Dinic's algorithm in compiled code with exact integer scaling and a certified error bound
+(:mod:`attrflow.flow._maxflow`), and large batches run in worker processes. The values are the same; only the
+time differs (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Literal
+
+import numpy as np
+import torch
+
+from attrflow.errors import InvalidInputError
+from attrflow.flow import _maxflow
+from attrflow.flow._graph import (
+    AttentionInput,
+    ExcludeSpec,
+    HeadFusion,
+    as_attention_array,
+    attention_graph,
+    check_choice,
+    resolve_exclude,
+    resolve_index,
+    resolve_positions,
+)
+
+__all__ = ["attention_flow"]
+
+logger = logging.getLogger(__name__)
+
+# Below this many estimated seconds of solving, worker processes cost more than they save.
+_PARALLEL_MIN_SECONDS = 0.5
+# Rough cost of one max-flow problem per arc of its network (measured on the 2-core project machine).
+_SECONDS_PER_ARC = 3e-8
+# The smallest tolerance float64 residual capacities can certify.
+_MIN_TOLERANCE = 1e-12
+
+
+def attention_flow(
+    attentions: AttentionInput,
+    *,
+    layer: int | Literal["all"] = -1,
+    positions: int | Sequence[int] | None = None,
+    residual: bool = True,
+    head_fusion: HeadFusion = "mean",
+    head: int | None = None,
+    exclude: ExcludeSpec = None,
+    tolerance: float = 1e-7,
+    workers: int | None = None,
+) -> torch.Tensor:
+    """Attention flow from output positions to every input token (Abnar & Zuidema, ACL 2020; arXiv 2005.00928).
+
+    Graph: ``Ā_l = 0.5·W_l + 0.5·I`` with ``W_l`` the heads of layer l fused (``residual=False``: ``Ā_l = W_l``);
+    node ``(l, i)`` for l = 0..L, edge ``(l, i) → (l-1, j)`` of capacity ``Ā_l[i, j]``. For a source ``(l, p)``::
+
+        flow[p, j] = maxflow((l, p) → (0, j)) / Σ_k maxflow((l, p) → (0, k))
+
+    the sum running over the input tokens not excluded (a source with no flow at all gives a row of zeros).
+    After the first layer this equals rollout, and it is exactly what the official implementation computes.
+
+    Args:
+        attentions: attention probabilities ``[L, H, n, n]`` (row = query, column = key): a torch tensor, a
+            numpy array, or any result with an ``.attentions`` tensor. Causal (zero upper triangle) works.
+        layer: the model layer (0-based, negatives count from the end) whose outputs are the sources, i.e.
+            graph layer ``layer + 1``; ``"all"`` for every layer.
+        positions: the output positions (sources): an index, a sequence of indices (negatives count from the
+            end: ``-1`` is the last position, the one a causal LM predicts from), or None for all n.
+        residual: add the identity for the residual connection, ``0.5·W + 0.5·I`` (the paper).
+        head_fusion: fuse heads by ``"mean"`` (the paper), ``"max"`` or ``"min"`` (rows rescaled to sum to 1).
+        head: per-head analysis (appendix A.1): the source layer's edges come from this head alone (with the
+            residual), the layers below are head-fused.
+        exclude: input tokens to leave out, e.g. [CLS]/[SEP] or a BOS attention sink: a boolean mask ``[n]``, or
+            ``"special"`` for the input's ``special_mask``. Their flow is not computed, their columns are 0, and
+            each row is normalised over the remaining tokens.
+        tolerance: certified bound on the absolute error of every returned value (the solver works in integers
+            and proves how far its answer can be from the exact one; see :mod:`attrflow.flow._maxflow`). The
+            default, 1e-7, is below float32 resolution and needs one integer stage; down to 1e-12 costs about
+            one more stage.
+        workers: processes for large batches (None: one per available CPU; 1: in this process). The result
+            does not depend on it.
+
+    Returns:
+        ``[len(positions), n]``, or ``[L, len(positions), n]`` for ``layer="all"``; float64 for float64 input,
+        float32 otherwise.
+
+    Raises:
+        InvalidInputError: bad shapes or values, an index out of range or an unknown option.
+    """
+    array, dtype = as_attention_array(attentions)
+    num_layers, num_heads, n, _ = array.shape
+    check_choice("head_fusion", head_fusion, HeadFusion)
+    if layer == "all":
+        tops = list(range(1, num_layers + 1))
+    else:
+        tops = [resolve_index("layer", layer, num_layers, "layers") + 1]
+    sources = resolve_positions(positions, n)
+    head_index = None if head is None else resolve_index("head", head, num_heads, "heads")
+    excluded = resolve_exclude(exclude, attentions, n)
+    if not isinstance(tolerance, float | int) or not tolerance >= _MIN_TOLERANCE:
+        raise InvalidInputError(f"tolerance must be a number ≥ {_MIN_TOLERANCE:g}, got {tolerance!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InvalidInputError(f"workers must be a positive integer or None, got {workers!r}")
+
+    graph, top_matrices = attention_graph(array, residual=residual, head_fusion=head_fusion, head=head_index)
+    sinks = np.flatnonzero(~excluded)
+    # one scale for every block, so that results never depend on how the problems are split between workers
+    flow_bound = max(1.0, float(graph.max()), float(top_matrices.max()), float(top_matrices.sum(axis=-1).max()))
+    arcs_per_layer = 2 * np.count_nonzero(graph) / num_layers
+    tasks = _plan(tops, sources, len(sinks), arcs_per_layer, workers)
+    results = _run(tasks, graph, top_matrices, sources, sinks, float(tolerance), flow_bound, workers, arcs_per_layer)
+    out = np.zeros((len(tops), len(sources), n))
+    bound = 0.0
+    for (top, rows), (values, bounds) in zip(tasks, results, strict=True):
+        out[tops.index(top), rows[:, None], sinks[None, :]] = values
+        bound = max(bound, float(bounds.max(initial=0.0)))
+    if bound > tolerance:
+        logger.warning("attention flow: certified error bound %.2e exceeds the tolerance %.2e", bound, tolerance)
+    result = torch.from_numpy(out if layer == "all" else out[0]).to(dtype)
+    return result
+
+
+# A task: a source layer and the rows (indices into `positions`) it solves.
+_Task = tuple[int, np.ndarray]
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _estimated_seconds(top: int, num_rows: int, num_sinks: int, arcs_per_layer: float) -> float:
+    # layers 1 and 2 have closed forms; above, each problem's network has about top - 2 dense layers
+    return num_rows * num_sinks * max(top - 2, 0) * arcs_per_layer * _SECONDS_PER_ARC
+
+
+def _plan(
+    tops: list[int], sources: np.ndarray, num_sinks: int, arcs_per_layer: float, workers: int | None
+) -> list[_Task]:
+    """Split the work into tasks: a source layer each, cut into chunks of rows when it is long (load balance)."""
+    processes = _available_cpus() if workers is None else workers
+    tasks: list[_Task] = []
+    for top in tops:
+        rows = np.arange(len(sources))
+        seconds = _estimated_seconds(top, len(rows), num_sinks, arcs_per_layer)
+        chunks = 1 if processes == 1 else min(len(rows), max(1, round(4 * processes * seconds)))
+        tasks.extend((top, chunk) for chunk in np.array_split(rows, chunks))
+    return tasks
+
+
+def _run(
+    tasks: list[_Task],
+    graph: np.ndarray,
+    top_matrices: np.ndarray,
+    sources: np.ndarray,
+    sinks: np.ndarray,
+    tolerance: float,
+    flow_bound: float,
+    workers: int | None,
+    arcs_per_layer: float,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    processes = min(_available_cpus() if workers is None else workers, len(tasks))
+    seconds = sum(_estimated_seconds(top, len(rows), len(sinks), arcs_per_layer) for top, rows in tasks)
+    options = {"tolerance": tolerance, "flow_bound": flow_bound}
+    if processes <= 1 or seconds < _PARALLEL_MIN_SECONDS:
+        return [_maxflow.solve_layer(graph, top_matrices, top, sources[rows], sinks, **options) for top, rows in tasks]
+    logger.debug("attention flow: %d tasks on %d processes (about %.1f s of solving)", len(tasks), processes, seconds)
+    # spawn, not fork: the parent may be running torch's threads, which a fork would copy in an unsafe state
+    with ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=get_context("spawn"),
+        initializer=_maxflow.install_graph,
+        initargs=(graph, top_matrices),
+    ) as pool:
+        futures = [
+            pool.submit(_maxflow.solve_task, top, sources[rows], sinks, tolerance, flow_bound) for top, rows in tasks
+        ]
+        return [future.result() for future in futures]
