@@ -5,8 +5,6 @@ networkx is only the oracle here (a dev dependency); attrflow never imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import networkx as nx
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import torch
 import attrflow
 from attrflow.errors import InvalidInputError
 from attrflow.flow import _maxflow, maxflow
+from attrflow.results import RecordedAttention
 
 # ---------------------------------------------------------------- the oracle
 
@@ -196,14 +195,18 @@ def test_input_types_and_dtypes() -> None:
     assert from_torch32.dtype == torch.float32
     np.testing.assert_allclose(from_torch32.numpy(), from_numpy.numpy(), atol=1e-6)
 
-    @dataclass
-    class Recorded:
-        attentions: torch.Tensor
-        special_mask: tuple[bool, ...]
-
-    recorded = Recorded(torch.from_numpy(att), (True, False, False, False, True))
+    recorded = RecordedAttention(
+        tokens=("[CLS]", "a", "b", "c", "[SEP]"),
+        attentions=torch.from_numpy(att).float(),
+        predicted=0,
+        predicted_label=None,
+        probability=1.0,
+        special_mask=(True, False, False, False, True),
+    )
     special = attrflow.attention_flow(recorded, exclude="special", positions=0)
-    masked = attrflow.attention_flow(att, exclude=np.array([True, False, False, False, True]), positions=[0])
+    masked = attrflow.attention_flow(
+        torch.from_numpy(att).float(), exclude=np.array([True, False, False, False, True]), positions=[0]
+    )
     assert special.shape == (1, 5)
     assert torch.equal(special, masked)
 
