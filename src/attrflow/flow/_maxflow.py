@@ -214,7 +214,13 @@ def closed_form_flows(source_caps: np.ndarray, below: np.ndarray) -> np.ndarray:
 
 
 def flow_rows(
-    below: np.ndarray, source_caps: np.ndarray, sinks: np.ndarray, *, tolerance: float, flow_bound: float
+    below: np.ndarray,
+    source_caps: np.ndarray,
+    sinks: np.ndarray,
+    *,
+    tolerance: float,
+    flow_bound: float,
+    network: LayerNetwork | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised max-flow rows for sources at graph layer ``len(below) + 1``; the unit of work of a worker.
 
@@ -224,6 +230,7 @@ def flow_rows(
         sinks: int ``[T]``, the input tokens to normalise over.
         tolerance: wanted bound on the absolute error of every normalised value.
         flow_bound: see :meth:`LayerNetwork.build`.
+        network: the pruned network of ``below`` and ``flow_bound``, when the caller keeps one.
 
     Returns:
         ``(rows, bounds)``: float64 ``[P, T]`` flow values divided by their row sum (rows with no flow at all
@@ -237,7 +244,7 @@ def flow_rows(
         values = closed_form_flows(source_caps, below)[:, sinks]
         totals = values.sum(axis=1, keepdims=True)
         return np.divide(values, totals, out=rows, where=totals > 0), bounds
-    net = LayerNetwork.build(below, flow_bound=flow_bound, prune=True)
+    net = LayerNetwork.build(below, flow_bound=flow_bound, prune=True) if network is None else network
     full: LayerNetwork | None = None  # built only when a value must be refined
     first = below[0]
     for row, caps in enumerate(source_caps):
@@ -271,14 +278,15 @@ def flow_rows(
 
 
 # ---------------------------------------------------------------- worker processes
-# The graph is sent once per worker (initializer), not once per task, which bounds memory and transfer.
-_WORKER_GRAPH: dict[str, np.ndarray] = {}
+# The graph is sent once per worker (initializer), not once per task, which bounds memory and transfer; each
+# worker builds the network of a source layer once and reuses it for all its tasks of that layer.
+_WORKER_STATE: dict[str, object] = {}
 
 
-def install_graph(graph: np.ndarray, tops: np.ndarray) -> None:
-    """Worker initializer: keep ``Ā`` ``[L, n, n]`` and the source-layer matrices ``[L, n, n]``."""
-    _WORKER_GRAPH["graph"] = graph
-    _WORKER_GRAPH["tops"] = tops
+def install_graph(graph: np.ndarray, tops: np.ndarray, flow_bound: float) -> None:
+    """Worker initializer: keep ``Ā`` ``[L, n, n]``, the source-layer matrices ``[L, n, n]`` and the bound."""
+    _WORKER_STATE.clear()
+    _WORKER_STATE.update(graph=graph, tops=tops, flow_bound=flow_bound, networks={})
 
 
 def solve_layer(
@@ -290,21 +298,29 @@ def solve_layer(
     *,
     tolerance: float,
     flow_bound: float,
+    network: LayerNetwork | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`flow_rows` for the sources ``(top, p)``, ``p in positions``: rows of ``tops[top-1]`` over ``graph``."""
-    return flow_rows(graph[: top - 1], tops[top - 1][positions], sinks, tolerance=tolerance, flow_bound=flow_bound)
-
-
-def solve_task(
-    top: int, positions: np.ndarray, sinks: np.ndarray, tolerance: float, flow_bound: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Worker task: :func:`solve_layer` on the graph installed by :func:`install_graph`."""
-    return solve_layer(
-        _WORKER_GRAPH["graph"],
-        _WORKER_GRAPH["tops"],
-        top,
-        positions,
+    return flow_rows(
+        graph[: top - 1],
+        tops[top - 1][positions],
         sinks,
         tolerance=tolerance,
         flow_bound=flow_bound,
+        network=network,
+    )
+
+
+def solve_task(top: int, positions: np.ndarray, sinks: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Worker task: :func:`solve_layer` on the graph installed by :func:`install_graph`."""
+    graph = _WORKER_STATE["graph"]
+    flow_bound = _WORKER_STATE["flow_bound"]
+    networks = _WORKER_STATE["networks"]
+    assert isinstance(graph, np.ndarray) and isinstance(flow_bound, float) and isinstance(networks, dict)
+    if top >= 3 and top not in networks:
+        networks[top] = LayerNetwork.build(graph[: top - 1], flow_bound=flow_bound, prune=True)
+    tops = _WORKER_STATE["tops"]
+    assert isinstance(tops, np.ndarray)
+    return solve_layer(
+        graph, tops, top, positions, sinks, tolerance=tolerance, flow_bound=flow_bound, network=networks.get(top)
     )

@@ -17,7 +17,8 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from typing import Literal
 
 import numpy as np
@@ -148,6 +149,17 @@ def _estimated_seconds(top: int, num_rows: int, num_sinks: int, arcs_per_layer: 
     return num_rows * num_sinks * max(top - 2, 0) * arcs_per_layer * _SECONDS_PER_ARC
 
 
+def _worker_context() -> BaseContext:
+    """The start method of the workers: fork where the platform has it, else spawn.
+
+    Forked workers start in ~0.1 s; spawn (and forkserver) re-import the caller's main module in every worker,
+    which for a script importing torch took 12-15 s per pool on the project machine. The workers run only numpy
+    and scipy code, never torch, so threads torch may have started in the parent are not used in the child.
+    """
+    methods = get_all_start_methods()
+    return get_context("fork" if "fork" in methods else "spawn")
+
+
 def _plan(
     tops: list[int], sources: np.ndarray, num_sinks: int, arcs_per_layer: float, workers: int | None
 ) -> list[_Task]:
@@ -157,7 +169,8 @@ def _plan(
     for top in tops:
         rows = np.arange(len(sources))
         seconds = _estimated_seconds(top, len(rows), num_sinks, arcs_per_layer)
-        chunks = 1 if processes == 1 else min(len(rows), max(1, round(4 * processes * seconds)))
+        # a few tasks per process balance the load; each process builds a layer's network once
+        chunks = 1 if processes == 1 or seconds < _PARALLEL_MIN_SECONDS else min(len(rows), 4 * processes)
         tasks.extend((top, chunk) for chunk in np.array_split(rows, chunks))
     return tasks
 
@@ -175,18 +188,19 @@ def _run(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     processes = min(_available_cpus() if workers is None else workers, len(tasks))
     seconds = sum(_estimated_seconds(top, len(rows), len(sinks), arcs_per_layer) for top, rows in tasks)
-    options = {"tolerance": tolerance, "flow_bound": flow_bound}
     if processes <= 1 or seconds < _PARALLEL_MIN_SECONDS:
-        return [_maxflow.solve_layer(graph, top_matrices, top, sources[rows], sinks, **options) for top, rows in tasks]
+        return [
+            _maxflow.solve_layer(
+                graph, top_matrices, top, sources[rows], sinks, tolerance=tolerance, flow_bound=flow_bound
+            )
+            for top, rows in tasks
+        ]
     logger.debug("attention flow: %d tasks on %d processes (about %.1f s of solving)", len(tasks), processes, seconds)
-    # spawn, not fork: the parent may be running torch's threads, which a fork would copy in an unsafe state
     with ProcessPoolExecutor(
         max_workers=processes,
-        mp_context=get_context("spawn"),
+        mp_context=_worker_context(),
         initializer=_maxflow.install_graph,
-        initargs=(graph, top_matrices),
+        initargs=(graph, top_matrices, flow_bound),
     ) as pool:
-        futures = [
-            pool.submit(_maxflow.solve_task, top, sources[rows], sinks, tolerance, flow_bound) for top, rows in tasks
-        ]
+        futures = [pool.submit(_maxflow.solve_task, top, sources[rows], sinks, tolerance) for top, rows in tasks]
         return [future.result() for future in futures]
