@@ -301,3 +301,13 @@ def test_invalid_options(kwargs: dict, message: str) -> None:
 def test_invalid_attention(att: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         attrflow.attention_flow(att)
+
+
+def test_flows_below_the_integer_resolution_are_refined() -> None:
+    """Capacities ~1e-11 floor to 0 at the first stage's scale 2^30; refinement must still find the values."""
+    att = random_attention(4, 2, 5, seed=13) * 1e-11
+    graph = paper_graph(att, residual=False)
+    ours = attrflow.attention_flow(att, residual=False, positions=[0, 2]).numpy()
+    for row, position in enumerate([0, 2]):
+        np.testing.assert_allclose(ours[row], networkx_flow(graph, 4, position), atol=1e-7)
+    np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-9)

@@ -31,13 +31,14 @@ shrink to meet a tighter tolerance.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-__all__ = ["LayerNetwork", "closed_form_flows", "flow_rows"]
+__all__ = ["LayerNetwork", "closed_form_flows", "install_graph", "normalise_row", "raw_flows", "solve_task"]
 
 # The largest scaled capacity: scipy's solver is int32 and neither an arc's flow nor the value may overflow.
 _SCALE_LIMIT = 2.0**30
@@ -213,68 +214,69 @@ def closed_form_flows(source_caps: np.ndarray, below: np.ndarray) -> np.ndarray:
     return np.minimum(source_caps[:, :, None], below[0][None, :, :]).sum(axis=1)
 
 
-def flow_rows(
+def raw_flows(
     below: np.ndarray,
     source_caps: np.ndarray,
     sinks: np.ndarray,
     *,
-    tolerance: float,
     flow_bound: float,
     network: LayerNetwork | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised max-flow rows for sources at graph layer ``len(below) + 1``; the unit of work of a worker.
+    """Max-flow values (one integer stage) and their certified gaps; the unit of work of a worker.
 
     Args:
         below: float64 ``[top-1, n, n]``, ``below[l-1] = Ā_l`` (the layers under the sources).
         source_caps: float64 ``[P, n]``, the capacities from each source to the layer under it.
-        sinks: int ``[T]``, the input tokens to normalise over.
-        tolerance: wanted bound on the absolute error of every normalised value.
+        sinks: int ``[T]``, the input tokens.
         flow_bound: see :meth:`LayerNetwork.build`.
         network: the pruned network of ``below`` and ``flow_bound``, when the caller keeps one.
 
     Returns:
-        ``(rows, bounds)``: float64 ``[P, T]`` flow values divided by their row sum (rows with no flow at all
-        stay zero), and float64 ``[P]`` certified bounds on the absolute error of each row's entries.
+        ``(lower, gaps)``, float64 ``[P, T]``: ``lower ≤ max flow ≤ lower + gaps`` for every pair.
     """
-    rows = np.zeros((len(source_caps), len(sinks)))
-    bounds = np.zeros(len(source_caps))
-    if len(sinks) == 0:
-        return rows, bounds
     if len(below) < 2:
         values = closed_form_flows(source_caps, below)[:, sinks]
-        totals = values.sum(axis=1, keepdims=True)
-        return np.divide(values, totals, out=rows, where=totals > 0), bounds
+        return values, np.zeros_like(values)
     net = LayerNetwork.build(below, flow_bound=flow_bound, prune=True) if network is None else network
-    full: LayerNetwork | None = None  # built only when a value must be refined
+    lower = np.zeros((len(source_caps), len(sinks)))
+    gaps = np.zeros_like(lower)
     first = below[0]
     for row, caps in enumerate(source_caps):
-        lower = np.zeros(len(sinks))
-        gaps = np.zeros(len(sinks))
         for k, sink in enumerate(sinks):
-            lower[k], gaps[k] = net.first_stage(caps, first[:, sink])
-        for _ in range(_MAX_ROUNDS):
-            total = lower.sum()
-            if gaps.sum() <= tolerance * total:
-                break
-            # re-solve the fewest values (largest gaps first) so the rest's gaps use half the budget
-            budget = tolerance * total / 2
-            order = np.argsort(gaps)[::-1]
-            kept = np.cumsum(gaps[order][::-1])[::-1]  # kept[m]: the gap sum of order[m:]
-            count = int(np.argmax(kept <= budget)) if kept[-1] <= budget else len(order)
-            count = max(count, 1)
-            # with no flow found yet, shrink the largest gaps by a large factor instead
-            target = budget / count if total > 0 else float(gaps.max()) * 1e-9
-            if full is None:
-                full = LayerNetwork.build(below, flow_bound=flow_bound, prune=False)
-            for k in order[:count]:
-                lower[k], gaps[k] = full.max_flow(caps, first[:, sinks[k]], tolerance=target)
-        total = lower.sum()
-        if total > 0:
-            rows[row] = lower / total
-            bounds[row] = gaps.sum() / total
-        else:
-            bounds[row] = 0.0 if gaps.sum() == 0 else math.inf
-    return rows, bounds
+            lower[row, k], gaps[row, k] = net.first_stage(caps, first[:, sink])
+    return lower, gaps
+
+
+def normalise_row(
+    lower: np.ndarray, gaps: np.ndarray, refine: Callable[[int, float], tuple[float, float]], tolerance: float
+) -> tuple[np.ndarray, float]:
+    """Divide a row of max-flow values by their sum, refining values until the result is within ``tolerance``.
+
+    With ``lo_t ≤ v_t ≤ lo_t + g_t``, the returned ``lo_t / Σ lo`` is within ``Σ g / Σ lo`` of ``v_t / Σ v``. While
+    that bound exceeds ``tolerance``, the values with the largest gaps are re-solved by ``refine(k, target)``
+    (returning a new ``(lo, gap)`` with ``gap ≤ target``), the fewest that leave the others half the budget.
+
+    Returns:
+        The normalised row (zeros when there is no flow at all) and its certified error bound.
+    """
+    lower = lower.copy()
+    gaps = gaps.copy()
+    for _ in range(_MAX_ROUNDS):
+        total = float(lower.sum())
+        if gaps.sum() <= tolerance * total:
+            break
+        budget = tolerance * total / 2
+        order = np.argsort(gaps)[::-1]
+        kept = np.cumsum(gaps[order][::-1])[::-1]  # kept[m]: the gap sum of order[m:]
+        count = max(int(np.argmax(kept <= budget)) if kept[-1] <= budget else len(order), 1)
+        # with no flow found yet, shrink the largest gaps by a large factor instead
+        target = budget / count if total > 0 else float(gaps.max()) * 1e-9
+        for k in order[:count]:
+            lower[k], gaps[k] = refine(int(k), target)
+    total = float(lower.sum())
+    if total <= 0:
+        return np.zeros_like(lower), 0.0 if gaps.sum() == 0 else math.inf
+    return lower / total, float(gaps.sum()) / total
 
 
 # ---------------------------------------------------------------- worker processes
@@ -289,38 +291,16 @@ def install_graph(graph: np.ndarray, tops: np.ndarray, flow_bound: float) -> Non
     _WORKER_STATE.update(graph=graph, tops=tops, flow_bound=flow_bound, networks={})
 
 
-def solve_layer(
-    graph: np.ndarray,
-    tops: np.ndarray,
-    top: int,
-    positions: np.ndarray,
-    sinks: np.ndarray,
-    *,
-    tolerance: float,
-    flow_bound: float,
-    network: LayerNetwork | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`flow_rows` for the sources ``(top, p)``, ``p in positions``: rows of ``tops[top-1]`` over ``graph``."""
-    return flow_rows(
-        graph[: top - 1],
-        tops[top - 1][positions],
-        sinks,
-        tolerance=tolerance,
-        flow_bound=flow_bound,
-        network=network,
-    )
-
-
-def solve_task(top: int, positions: np.ndarray, sinks: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Worker task: :func:`solve_layer` on the graph installed by :func:`install_graph`."""
+def solve_task(top: int, positions: np.ndarray, sinks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Worker task: :func:`raw_flows` from the sources ``(top, p)``, ``p in positions``, on the installed graph."""
     graph = _WORKER_STATE["graph"]
+    tops = _WORKER_STATE["tops"]
     flow_bound = _WORKER_STATE["flow_bound"]
     networks = _WORKER_STATE["networks"]
-    assert isinstance(graph, np.ndarray) and isinstance(flow_bound, float) and isinstance(networks, dict)
+    assert isinstance(graph, np.ndarray) and isinstance(tops, np.ndarray)
+    assert isinstance(flow_bound, float) and isinstance(networks, dict)
     if top >= 3 and top not in networks:
         networks[top] = LayerNetwork.build(graph[: top - 1], flow_bound=flow_bound, prune=True)
-    tops = _WORKER_STATE["tops"]
-    assert isinstance(tops, np.ndarray)
-    return solve_layer(
-        graph, tops, top, positions, sinks, tolerance=tolerance, flow_bound=flow_bound, network=networks.get(top)
+    return raw_flows(
+        graph[: top - 1], tops[top - 1][positions], sinks, flow_bound=flow_bound, network=networks.get(top)
     )

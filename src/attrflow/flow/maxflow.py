@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from typing import Literal
@@ -120,21 +121,49 @@ def attention_flow(
     # one scale for every block, so that results never depend on how the problems are split between workers
     flow_bound = max(1.0, float(graph.max()), float(top_matrices.max()), float(top_matrices.sum(axis=-1).max()))
     arcs_per_layer = 2 * np.count_nonzero(graph) / num_layers
-    tasks = _plan(tops, sources, len(sinks), arcs_per_layer, workers)
-    results = _run(tasks, graph, top_matrices, sources, sinks, float(tolerance), flow_bound, workers, arcs_per_layer)
+    tasks = _plan(tops, len(sources), len(sinks), arcs_per_layer, workers)
+    lower = np.zeros((len(tops), len(sources), len(sinks)))
+    gaps = np.zeros_like(lower)
+    for (top, rows, columns), (values, value_gaps) in zip(
+        tasks, _run(tasks, graph, top_matrices, sources, sinks, flow_bound, arcs_per_layer, workers), strict=True
+    ):
+        lower[tops.index(top), rows[:, None], columns[None, :]] = values
+        gaps[tops.index(top), rows[:, None], columns[None, :]] = value_gaps
+
+    # normalise each row; the rare values whose certified gap is too large are refined here
+    refiner = _Refiner(graph, top_matrices, sinks, flow_bound)
     out = np.zeros((len(tops), len(sources), n))
     bound = 0.0
-    for (top, rows), (values, bounds) in zip(tasks, results, strict=True):
-        out[tops.index(top), rows[:, None], sinks[None, :]] = values
-        bound = max(bound, float(bounds.max(initial=0.0)))
+    for index, top in enumerate(tops):
+        for row, position in enumerate(sources):
+            refine = partial(refiner, top, int(position))
+            out[index, row, sinks], row_bound = _maxflow.normalise_row(
+                lower[index, row], gaps[index, row], refine, tolerance
+            )
+            bound = max(bound, row_bound)
     if bound > tolerance:
         logger.warning("attention flow: certified error bound %.2e exceeds the tolerance %.2e", bound, tolerance)
     result = torch.from_numpy(out if layer == "all" else out[0]).to(dtype)
     return result
 
 
-# A task: a source layer and the rows (indices into `positions`) it solves.
-_Task = tuple[int, np.ndarray]
+class _Refiner:
+    """Re-solves single max-flow values to a smaller certified gap, on unpruned networks built once per layer."""
+
+    def __init__(self, graph: np.ndarray, top_matrices: np.ndarray, sinks: np.ndarray, flow_bound: float) -> None:
+        self.graph, self.top_matrices, self.sinks, self.flow_bound = graph, top_matrices, sinks, flow_bound
+        self.networks: dict[int, _maxflow.LayerNetwork] = {}
+
+    def __call__(self, top: int, position: int, k: int, target: float) -> tuple[float, float]:
+        if top not in self.networks:
+            below = self.graph[: top - 1]
+            self.networks[top] = _maxflow.LayerNetwork.build(below, flow_bound=self.flow_bound, prune=False)
+        source_caps = self.top_matrices[top - 1][position]
+        return self.networks[top].max_flow(source_caps, self.graph[0][:, self.sinks[k]], tolerance=target)
+
+
+# A task: a source layer, the rows it solves (indices into `positions`) and its sinks (indices into `sinks`).
+_Task = tuple[int, np.ndarray, np.ndarray]
 
 
 def _available_cpus() -> int:
@@ -144,9 +173,9 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _estimated_seconds(top: int, num_rows: int, num_sinks: int, arcs_per_layer: float) -> float:
+def _estimated_seconds(top: int, num_problems: int, arcs_per_layer: float) -> float:
     # layers 1 and 2 have closed forms; above, each problem's network has about top - 2 dense layers
-    return num_rows * num_sinks * max(top - 2, 0) * arcs_per_layer * _SECONDS_PER_ARC
+    return num_problems * max(top - 2, 0) * arcs_per_layer * _SECONDS_PER_ARC
 
 
 def _worker_context() -> BaseContext:
@@ -160,18 +189,18 @@ def _worker_context() -> BaseContext:
     return get_context("fork" if "fork" in methods else "spawn")
 
 
-def _plan(
-    tops: list[int], sources: np.ndarray, num_sinks: int, arcs_per_layer: float, workers: int | None
-) -> list[_Task]:
-    """Split the work into tasks: a source layer each, cut into chunks of rows when it is long (load balance)."""
+def _plan(tops: list[int], num_rows: int, num_sinks: int, arcs_per_layer: float, workers: int | None) -> list[_Task]:
+    """Split each source layer's rows × sinks into a few tasks per process when it is worth it (load balance)."""
     processes = _available_cpus() if workers is None else workers
+    rows, columns = np.arange(num_rows), np.arange(num_sinks)
     tasks: list[_Task] = []
     for top in tops:
-        rows = np.arange(len(sources))
-        seconds = _estimated_seconds(top, len(rows), num_sinks, arcs_per_layer)
-        # a few tasks per process balance the load; each process builds a layer's network once
-        chunks = 1 if processes == 1 or seconds < _PARALLEL_MIN_SECONDS else min(len(rows), 4 * processes)
-        tasks.extend((top, chunk) for chunk in np.array_split(rows, chunks))
+        seconds = _estimated_seconds(top, num_rows * num_sinks, arcs_per_layer)
+        wanted = 1 if processes == 1 or seconds < _PARALLEL_MIN_SECONDS else 4 * processes
+        row_chunks = min(num_rows, wanted)
+        column_chunks = min(num_sinks, -(-wanted // row_chunks))
+        for row_chunk in np.array_split(rows, row_chunks):
+            tasks.extend((top, row_chunk, column_chunk) for column_chunk in np.array_split(columns, column_chunks))
     return tasks
 
 
@@ -181,20 +210,25 @@ def _run(
     top_matrices: np.ndarray,
     sources: np.ndarray,
     sinks: np.ndarray,
-    tolerance: float,
     flow_bound: float,
-    workers: int | None,
     arcs_per_layer: float,
+    workers: int | None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     processes = min(_available_cpus() if workers is None else workers, len(tasks))
-    seconds = sum(_estimated_seconds(top, len(rows), len(sinks), arcs_per_layer) for top, rows in tasks)
+    seconds = sum(_estimated_seconds(top, len(rows) * len(columns), arcs_per_layer) for top, rows, columns in tasks)
     if processes <= 1 or seconds < _PARALLEL_MIN_SECONDS:
-        return [
-            _maxflow.solve_layer(
-                graph, top_matrices, top, sources[rows], sinks, tolerance=tolerance, flow_bound=flow_bound
+        networks: dict[int, _maxflow.LayerNetwork] = {}
+        results = []
+        for top, rows, columns in tasks:
+            if top >= 3 and top not in networks:
+                networks[top] = _maxflow.LayerNetwork.build(graph[: top - 1], flow_bound=flow_bound, prune=True)
+            source_caps = top_matrices[top - 1][sources[rows]]
+            results.append(
+                _maxflow.raw_flows(
+                    graph[: top - 1], source_caps, sinks[columns], flow_bound=flow_bound, network=networks.get(top)
+                )
             )
-            for top, rows in tasks
-        ]
+        return results
     logger.debug("attention flow: %d tasks on %d processes (about %.1f s of solving)", len(tasks), processes, seconds)
     with ProcessPoolExecutor(
         max_workers=processes,
@@ -202,5 +236,5 @@ def _run(
         initializer=_maxflow.install_graph,
         initargs=(graph, top_matrices, flow_bound),
     ) as pool:
-        futures = [pool.submit(_maxflow.solve_task, top, sources[rows], sinks, tolerance) for top, rows in tasks]
+        futures = [pool.submit(_maxflow.solve_task, top, sources[rows], sinks[columns]) for top, rows, columns in tasks]
         return [future.result() for future in futures]
