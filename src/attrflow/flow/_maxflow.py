@@ -75,6 +75,14 @@ class LayerNetwork:
     scaled: np.ndarray  # int32 [M]: ⌊scale·capacity⌋; the varying arcs are overwritten per problem
     remainder: np.ndarray  # float64 [top-2, n, n]: Ā_l − ⌊scale·Ā_l⌋/scale for l = 2..top-1, in [0, 1/scale)
     pruned: bool
+    # the forward arcs alone, in the same order: scipy adds the reverse arcs itself ~20% faster than it accepts
+    # them, and returns its flow on the full pattern above (checked once by build; if not, these are the full
+    # pattern)
+    solver_indptr: np.ndarray
+    solver_heads: np.ndarray
+    solver_scaled: np.ndarray
+    solver_source_arcs: np.ndarray
+    solver_sink_arcs: np.ndarray
 
     @property
     def num_nodes(self) -> int:
@@ -127,23 +135,47 @@ class LayerNetwork:
         position[order] = np.arange(len(order))
         indptr = np.concatenate([[0], np.cumsum(np.bincount(tails, minlength=sink + 1))]).astype(np.int32)
         capacity = capacity[order]
+        heads, tails = heads[order].astype(np.int32), tails[order].astype(np.int32)
+        scaled = np.floor(capacity * scale).astype(np.int32)
+        source_arcs = position[num_fixed : num_fixed + n]
+        sink_arcs = position[num_fixed + n : num_fixed + 2 * n]
+        forward = np.sort(position[:num_forward])
+        solver_indptr = np.concatenate([[0], np.cumsum(np.bincount(tails[forward], minlength=sink + 1))])
+        solver = (solver_indptr.astype(np.int32), heads[forward], scaled[forward])
+        probe = maximum_flow(csr_array(solver[::-1], shape=(sink + 1, sink + 1)), 0, sink).flow
+        if not (np.array_equal(probe.indptr, indptr) and np.array_equal(probe.indices, heads)):
+            forward = np.arange(len(heads))  # scipy changed its layout: give it the full pattern
+            solver = (indptr, heads, scaled)
         return cls(
             indptr=indptr,
-            heads=heads[order].astype(np.int32),
-            tails=tails[order].astype(np.int32),
+            heads=heads,
+            tails=tails,
             capacity=capacity,
-            source_arcs=position[num_fixed : num_fixed + n],
-            sink_arcs=position[num_fixed + n : num_fixed + 2 * n],
+            source_arcs=source_arcs,
+            sink_arcs=sink_arcs,
             scale=scale,
-            scaled=np.floor(capacity * scale).astype(np.int32),
+            scaled=scaled,
             remainder=below[1:] - fixed_floor / scale,
             pruned=prune,
+            solver_indptr=solver[0],
+            solver_heads=solver[1],
+            solver_scaled=solver[2].copy(),
+            solver_source_arcs=np.searchsorted(forward, source_arcs),
+            solver_sink_arcs=np.searchsorted(forward, sink_arcs),
         )
 
-    def _solve_scaled(self, scaled: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        """Integer max flow: its value, the arc flows, and the nodes reachable in the residual network."""
+    def _solve_scaled(self, scaled: np.ndarray, *, forward_only: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
+        """Integer max flow: its value, the arc flows, and the nodes reachable in the residual network.
+
+        ``scaled`` holds every arc's capacity; with ``forward_only`` scipy gets :attr:`solver_scaled` instead.
+        """
         shape = (self.num_nodes, self.num_nodes)
-        result = maximum_flow(csr_array((scaled, self.heads, self.indptr), shape=shape), 0, self.sink)
+        arcs = (
+            (self.solver_scaled, self.solver_heads, self.solver_indptr)
+            if forward_only
+            else (scaled, self.heads, self.indptr)
+        )
+        result = maximum_flow(csr_array(arcs, shape=shape), 0, self.sink)
         flow = result.flow.data
         # nodes reachable through arcs with residual capacity; a closed arc becomes a harmless self-loop
         open_heads = np.where(scaled > flow, self.heads, self.tails)
@@ -158,10 +190,12 @@ class LayerNetwork:
             return 0.0, 0.0
         source_floor = np.floor(source_caps * self.scale)
         sink_floor = np.floor(sink_caps * self.scale)
-        # the template is reused: only the varying arcs change between problems
+        # the templates are reused: only the varying arcs change between problems
         self.scaled[self.source_arcs] = source_floor
         self.scaled[self.sink_arcs] = sink_floor
-        value, _, reached = self._solve_scaled(self.scaled)
+        self.solver_scaled[self.solver_source_arcs] = source_floor
+        self.solver_scaled[self.solver_sink_arcs] = sink_floor
+        value, _, reached = self._solve_scaled(self.scaled, forward_only=True)
         # gap = the remainders of the arcs leaving the reached set: fixed layers (dense), source and sink arcs
         depth = self.remainder.shape[0] + 1
         layers = reached[1:-1].reshape(depth, -1).astype(np.float64)
