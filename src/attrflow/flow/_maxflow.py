@@ -164,25 +164,15 @@ class LayerNetwork:
             solver_sink_arcs=np.searchsorted(forward, sink_arcs),
         )
 
-    def _solve_scaled(self, scaled: np.ndarray, *, forward_only: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
-        """Integer max flow: its value, the arc flows, and the nodes reachable in the residual network.
-
-        ``scaled`` holds every arc's capacity; with ``forward_only`` scipy gets :attr:`solver_scaled` instead.
-        """
+    def _reachable(self, scaled: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """Nodes reachable from the source through arcs with residual capacity (``scaled - flow > 0``)."""
         shape = (self.num_nodes, self.num_nodes)
-        arcs = (
-            (self.solver_scaled, self.solver_heads, self.solver_indptr)
-            if forward_only
-            else (scaled, self.heads, self.indptr)
-        )
-        result = maximum_flow(csr_array(arcs, shape=shape), 0, self.sink)
-        flow = result.flow.data
-        # nodes reachable through arcs with residual capacity; a closed arc becomes a harmless self-loop
+        # a closed arc becomes a harmless self-loop
         open_heads = np.where(scaled > flow, self.heads, self.tails)
         residual_graph = csr_array((np.ones(len(open_heads)), open_heads, self.indptr), shape=shape)
         reached = np.zeros(self.num_nodes, dtype=bool)
         reached[breadth_first_order(residual_graph, 0, directed=True, return_predecessors=False)] = True
-        return int(result.flow_value), np.asarray(flow, dtype=np.int64), reached
+        return reached
 
     def first_stage(self, source_caps: np.ndarray, sink_caps: np.ndarray) -> tuple[float, float]:
         """One integer stage at the block's scale: ``(value, gap)`` with ``value ≤ max flow ≤ value + gap``."""
@@ -195,14 +185,26 @@ class LayerNetwork:
         self.scaled[self.sink_arcs] = sink_floor
         self.solver_scaled[self.solver_source_arcs] = source_floor
         self.solver_scaled[self.solver_sink_arcs] = sink_floor
-        value, _, reached = self._solve_scaled(self.scaled, forward_only=True)
+        shape = (self.num_nodes, self.num_nodes)
+        result = maximum_flow(
+            csr_array((self.solver_scaled, self.solver_heads, self.solver_indptr), shape=shape), 0, self.sink
+        )
+        value = int(result.flow_value)
+        source_remainder = source_caps - source_floor / self.scale
+        sink_remainder = sink_caps - sink_floor / self.scale
+        # when the source's (or the sink's) own arcs are a min cut of the integer problem, no search is needed
+        if value == int(source_floor.sum()):
+            return value / self.scale, float(source_remainder.sum())
+        if value == int(sink_floor.sum()):
+            return value / self.scale, float(sink_remainder.sum())
+        reached = self._reachable(self.scaled, result.flow.data)
         # gap = the remainders of the arcs leaving the reached set: fixed layers (dense), source and sink arcs
         depth = self.remainder.shape[0] + 1
         layers = reached[1:-1].reshape(depth, -1).astype(np.float64)
         upper, lower_unreached = layers[1:], 1.0 - layers[:-1]
         fixed_gap = float(((self.remainder @ lower_unreached[:, :, None])[:, :, 0] * upper).sum())
-        source_gap = float((source_caps - source_floor / self.scale)[layers[-1] == 0].sum())
-        sink_gap = float((sink_caps - sink_floor / self.scale)[layers[0] == 1].sum())
+        source_gap = float(source_remainder[layers[-1] == 0].sum())
+        sink_gap = float(sink_remainder[layers[0] == 1].sum())
         return value / self.scale, fixed_gap + source_gap + sink_gap
 
     def max_flow(self, source_caps: np.ndarray, sink_caps: np.ndarray, *, tolerance: float) -> tuple[float, float]:
@@ -220,8 +222,13 @@ class LayerNetwork:
             scale = _power_of_two_scale(bound)
             clipped = np.minimum(residual, bound)
             floored = np.floor(clipped * scale)
-            value, flow, reached = self._solve_scaled(floored.astype(np.int32))
-            total += value / scale
+            scaled = floored.astype(np.int32)
+            result = maximum_flow(
+                csr_array((scaled, self.heads, self.indptr), shape=(self.num_nodes,) * 2), 0, self.sink
+            )
+            flow = np.asarray(result.flow.data, dtype=np.int64)
+            reached = self._reachable(scaled, flow)
+            total += int(result.flow_value) / scale
             cut = reached[self.tails] & ~reached[self.heads]
             gap = float((clipped - floored / scale)[cut].sum())
             if gap <= tolerance:
