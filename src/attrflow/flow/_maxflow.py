@@ -17,7 +17,8 @@ integer max flow ``f'`` is exact and ``f'/s`` is a feasible flow of the real net
 arcs leaving the set ``R`` of nodes reachable from the source in the integer residual network are a minimum cut
 of the integer problem (``Σ c' = |f'|``), and their *real* capacity bounds the max flow from above. The
 difference, ``gap = Σ_{e ∈ δ(R)} (c_e − c'_e/s) < |δ(R)|/s``, is a certified bound on the error of the value.
-When a gap is too large, the next stage solves the max flow of the real residual network (``c − f'/s``
+(When the integer flow saturates the source's own arcs, or the sink's, those arcs are such a min cut and the
+search for ``R`` is skipped.) When a gap is too large, the next stage solves the max flow of the real residual network (``c − f'/s``
 forwards, ``f'/s`` backwards; its max flow is exactly the missing value, at most ``gap``) with capacities clipped
 at ``gap`` (no path of a path decomposition carries more than the whole value, so clipping changes nothing)
 and the scale ``≈ 2^30/gap``. Each stage shrinks the gap by about ``2^30 / |δ(R)|``.
