@@ -22,47 +22,58 @@ ExcludeSpec = Any  # None | "special" | bool mask [n] (sequence, numpy array or 
 _ROW_SUM_SLACK = 1e-2
 
 
-def as_attention_array(attentions: AttentionInput) -> tuple[np.ndarray, torch.dtype]:
-    """Attention probabilities as float64 numpy ``[L, H, n, n]``, and the dtype results should have.
+def as_attention_tensor(attentions: AttentionInput) -> tuple[torch.Tensor, torch.dtype]:
+    """The attention probabilities ``[L, H, n, n]`` as a tensor (not copied), and the dtype results should have.
+
+    Values are checked layer by layer in :func:`attention_graph`, which converts one layer at a time to float64
+    so that memory stays at one layer's worth beyond the input.
 
     Raises:
-        InvalidInputError: not 4-D ``[L, H, n, n]`` with square matrices, empty, not finite, negative, or a row
-            that sums to more than 1 (attention scores before the softmax, not probabilities).
+        InvalidInputError: not a tensor, array or result with ``.attentions``; not 4-D ``[L, H, n, n]`` with
+            square matrices; empty.
     """
     source = getattr(attentions, "attentions", attentions)
-    if isinstance(source, torch.Tensor):
-        out_dtype = torch.float64 if source.dtype == torch.float64 else torch.float32
-        array = source.detach().to(device="cpu", dtype=torch.float64).numpy()
-    elif isinstance(source, np.ndarray):
-        out_dtype = torch.float64 if source.dtype == np.float64 else torch.float32
+    if isinstance(source, np.ndarray):
         if not (np.issubdtype(source.dtype, np.floating) or np.issubdtype(source.dtype, np.integer)):
             raise InvalidInputError(f"attentions must hold numbers, got numpy dtype {source.dtype}")
-        array = source.astype(np.float64)
-    else:
+        source = torch.from_numpy(source)
+    if not isinstance(source, torch.Tensor):
         raise InvalidInputError(
             "attentions must be a torch tensor or numpy array [layers, heads, n, n], or a result with an "
             f"`.attentions` tensor (AttentionAttribution, RecordedAttention); got {type(attentions).__name__}"
         )
-    if array.ndim != 4 or array.shape[2] != array.shape[3]:
+    if source.dim() != 4 or source.shape[2] != source.shape[3]:
         raise InvalidInputError(
-            f"attentions must be [layers, heads, n, n] with square n×n matrices, got shape {tuple(array.shape)}; "
+            f"attentions must be [layers, heads, n, n] with square n×n matrices, got shape {tuple(source.shape)}; "
             "add a head axis (e.g. `a.unsqueeze(1)`) for already fused [layers, n, n] attention"
         )
-    if 0 in array.shape:
-        raise InvalidInputError(f"attentions must have at least one layer, head and token, got {array.shape}")
+    if source.numel() == 0:
+        raise InvalidInputError(f"attentions must have at least one layer, head and token, got {tuple(source.shape)}")
+    return source.detach(), torch.float64 if source.dtype == torch.float64 else torch.float32
+
+
+def layer_probabilities(attentions: torch.Tensor, layer: int) -> np.ndarray:
+    """One layer's attention as float64 ``[H, n, n]``, checked to be probabilities.
+
+    Raises:
+        InvalidInputError: non-finite or negative values, or a row summing to more than 1 (scores before the
+            softmax rather than probabilities).
+    """
+    array = attentions[layer].to(device="cpu", dtype=torch.float64).numpy()
     if not np.isfinite(array).all():
-        raise InvalidInputError("attentions contain NaN or infinite values")
+        raise InvalidInputError(f"attentions of layer {layer} contain NaN or infinite values")
     if (array < 0).any():
         raise InvalidInputError(
-            f"attention probabilities cannot be negative (smallest value {array.min():.3g}); pass the "
+            f"attention probabilities cannot be negative (layer {layer} has {array.min():.3g}); pass the "
             "post-softmax probabilities, not scores"
         )
     largest = float(array.sum(axis=-1).max())
     if largest > 1.0 + _ROW_SUM_SLACK:
         raise InvalidInputError(
-            f"attention rows must sum to at most 1 (a row sums to {largest:.4g}); pass post-softmax probabilities"
+            f"attention rows must sum to at most 1 (a row of layer {layer} sums to {largest:.4g}); pass "
+            "post-softmax probabilities"
         )
-    return array, out_dtype
+    return array
 
 
 def check_choice(name: str, value: object, choices: Any) -> None:
@@ -120,12 +131,12 @@ def resolve_exclude(exclude: ExcludeSpec, attentions: AttentionInput, n: int) ->
 
 
 def fuse_heads(attentions: np.ndarray, head_fusion: HeadFusion) -> np.ndarray:
-    """``W_l``: the heads of every layer fused by mean, max or min, ``[L, H, n, n] -> [L, n, n]``."""
+    """``W``: the heads of one layer fused by mean, max or min, ``[H, n, n] -> [n, n]``."""
     if head_fusion == "mean":
-        return attentions.mean(axis=1)
+        return attentions.mean(axis=0)
     if head_fusion == "max":
-        return attentions.max(axis=1)
-    return attentions.min(axis=1)
+        return attentions.max(axis=0)
+    return attentions.min(axis=0)
 
 
 def add_residual(weights: np.ndarray, *, residual: bool, renormalise: bool) -> np.ndarray:
@@ -139,17 +150,26 @@ def add_residual(weights: np.ndarray, *, residual: bool, renormalise: bool) -> n
 
 
 def attention_graph(
-    attentions: np.ndarray, *, residual: bool, head_fusion: HeadFusion, head: int | None
+    attentions: torch.Tensor, *, residual: bool, head_fusion: HeadFusion, head: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The graph's matrices: ``(Ā, top)``, both float64 ``[L, n, n]``.
+    """The graph's matrices: ``(Ā, top)``, both float64 ``[L, n, n]``, built one layer at a time.
 
     ``Ā_l`` fuses the heads of layer l; ``top_l`` is the matrix used where layer l is the *top* layer of an
     analysis: ``Ā_l`` itself, or for per-head analysis (Abnar & Zuidema, appendix A.1) head ``head`` of layer
     l with the residual, ``0.5·A_{l,h} + 0.5·I``. Max and min fusion do not keep rows stochastic, so their rows are
     rescaled to sum to 1 after the residual, as in the common ViT implementations; mean fusion is the paper's
     formula unchanged.
+
+    Raises:
+        InvalidInputError: a layer that is not probabilities (see :func:`layer_probabilities`).
     """
-    graph = add_residual(fuse_heads(attentions, head_fusion), residual=residual, renormalise=head_fusion != "mean")
-    if head is None:
-        return graph, graph
-    return graph, add_residual(attentions[:, head], residual=residual, renormalise=False)
+    num_layers, _, n, _ = attentions.shape
+    graph = np.empty((num_layers, n, n))
+    tops = graph if head is None else np.empty_like(graph)
+    for layer in range(num_layers):
+        probabilities = layer_probabilities(attentions, layer)
+        fused = fuse_heads(probabilities, head_fusion)
+        graph[layer] = add_residual(fused, residual=residual, renormalise=head_fusion != "mean")
+        if head is not None:
+            tops[layer] = add_residual(probabilities[head], residual=residual, renormalise=False)
+    return graph, tops

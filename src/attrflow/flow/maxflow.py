@@ -31,7 +31,7 @@ from attrflow.flow._graph import (
     AttentionInput,
     ExcludeSpec,
     HeadFusion,
-    as_attention_array,
+    as_attention_tensor,
     attention_graph,
     check_choice,
     resolve_exclude,
@@ -101,8 +101,8 @@ def attention_flow(
     Raises:
         InvalidInputError: bad shapes or values, an index out of range or an unknown option.
     """
-    array, dtype = as_attention_array(attentions)
-    num_layers, num_heads, n, _ = array.shape
+    tensor, dtype = as_attention_tensor(attentions)
+    num_layers, num_heads, n, _ = tensor.shape
     check_choice("head_fusion", head_fusion, HeadFusion)
     if layer == "all":
         tops = list(range(1, num_layers + 1))
@@ -116,7 +116,7 @@ def attention_flow(
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InvalidInputError(f"workers must be a positive integer or None, got {workers!r}")
 
-    graph, top_matrices = attention_graph(array, residual=residual, head_fusion=head_fusion, head=head_index)
+    graph, top_matrices = attention_graph(tensor, residual=residual, head_fusion=head_fusion, head=head_index)
     sinks = np.flatnonzero(~excluded)
     # one scale for every block, so that results never depend on how the problems are split between workers
     flow_bound = max(1.0, float(graph.max()), float(top_matrices.max()), float(top_matrices.sum(axis=-1).max()))

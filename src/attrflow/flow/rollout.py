@@ -14,7 +14,7 @@ from attrflow.flow._graph import (
     AttentionInput,
     ExcludeSpec,
     HeadFusion,
-    as_attention_array,
+    as_attention_tensor,
     attention_graph,
     check_choice,
     resolve_exclude,
@@ -66,13 +66,13 @@ def attention_rollout(
         InvalidInputError: bad shapes, negative or non-finite values, rows summing to more than 1, an index
             out of range or an unknown option.
     """
-    array, dtype = as_attention_array(attentions)
-    num_layers, num_heads, n, _ = array.shape
+    tensor, dtype = as_attention_tensor(attentions)
+    num_layers, num_heads, n, _ = tensor.shape
     check_choice("head_fusion", head_fusion, HeadFusion)
     start = resolve_index("start_layer", start_layer, num_layers, "layers")
     head_index = None if head is None else resolve_index("head", head, num_heads, "heads")
     excluded = resolve_exclude(exclude, attentions, n)
-    graph, tops = attention_graph(array, residual=residual, head_fusion=head_fusion, head=head_index)
+    graph, tops = attention_graph(tensor, residual=residual, head_fusion=head_fusion, head=head_index)
 
     rollout = np.empty((num_layers, n, n))
     below = np.eye(n)
