@@ -311,3 +311,59 @@ def test_flows_below_the_integer_resolution_are_refined() -> None:
     for row, position in enumerate([0, 2]):
         np.testing.assert_allclose(ours[row], networkx_flow(graph, 4, position), atol=1e-7)
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-9)
+
+
+# ---------------------------------------------------------------- the chain of bounds (many sources)
+
+
+def test_chain_is_used_for_many_sources_and_matches_networkx(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = _maxflow.chain_flows
+
+    def spy(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        result = original(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(float(result[2].mean()))
+        return result
+
+    monkeypatch.setattr(_maxflow, "chain_flows", spy)
+    att = random_attention(7, 2, 12, seed=21, concentration=1.0)
+    graph = paper_graph(att)
+    ours = attrflow.attention_flow(att, workers=1).numpy()
+    assert calls, "the chain should serve every position of a deep layer"
+    for position in range(12):
+        np.testing.assert_allclose(ours[position], networkx_flow(graph, 7, position), atol=1e-7)
+
+
+def test_chain_bounds_bracket_the_exact_values() -> None:
+    att = random_attention(7, 2, 10, seed=22)
+    graph = paper_graph(att)
+    networks = _maxflow.Networks(graph, flow_bound=1.0)
+    lower, gaps, certified = _maxflow.chain_flows(networks, 7, graph[6], np.arange(10))
+    g = nx.DiGraph()
+    for layer in range(1, 8):
+        for i in range(10):
+            for j in range(10):
+                g.add_edge((layer, i), (layer - 1, j), capacity=float(graph[layer - 1][i, j]))
+    exact = np.array([[nx.maximum_flow_value(g, (7, p), (0, t)) for t in range(10)] for p in range(10)])
+    assert np.all(lower <= exact + 1e-12)
+    assert np.all(exact <= lower + gaps + 1e-12)
+    assert certified.mean() > 0.5  # the point of the chain; the rest is solved exactly
+
+
+def test_uncertified_chain_pairs_are_solved_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    att = random_attention(7, 2, 12, seed=23, concentration=1.0)
+    with_chain = attrflow.attention_flow(att, workers=1)
+    monkeypatch.setattr(_maxflow, "_CHAIN_ACCEPT", -1.0)  # certify nothing: every pair falls back
+    fallback = attrflow.attention_flow(att, workers=1)
+    np.testing.assert_allclose(with_chain.numpy(), fallback.numpy(), atol=1e-7)
+    monkeypatch.setattr(maxflow, "_use_chain", lambda *args: False)
+    direct = attrflow.attention_flow(att, workers=1)
+    assert torch.equal(fallback, direct)
+
+
+def test_workers_do_not_change_chain_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    att = random_attention(7, 2, 12, seed=24, concentration=1.0)
+    inline = attrflow.attention_flow(att, workers=1, layer="all")
+    monkeypatch.setattr(maxflow, "_PARALLEL_MIN_SECONDS", 0.0)
+    parallel = attrflow.attention_flow(att, workers=2, layer="all")
+    assert torch.equal(inline, parallel)

@@ -45,8 +45,10 @@ logger = logging.getLogger(__name__)
 
 # Below this many estimated seconds of solving, worker processes cost more than they save.
 _PARALLEL_MIN_SECONDS = 0.5
-# Rough cost of one max-flow problem per arc of its network (measured on the 2-core project machine).
+# Rough cost of one max-flow problem per arc (forward and reverse) of its network, measured on the project machine.
 _SECONDS_PER_ARC = 3e-8
+# The chain of bounds is used only on graphs with at most this share of zero capacities (see `_use_chain`).
+_CHAIN_MIN_DENSITY = 0.9
 # The smallest tolerance float64 residual capacities can certify.
 _MIN_TOLERANCE = 1e-12
 
@@ -119,19 +121,20 @@ def attention_flow(
     graph, top_matrices = attention_graph(tensor, residual=residual, head_fusion=head_fusion, head=head_index)
     sinks = np.flatnonzero(~excluded)
     # one scale for every block, so that results never depend on how the problems are split between workers
-    flow_bound = max(1.0, float(graph.max()), float(top_matrices.max()), float(top_matrices.sum(axis=-1).max()))
-    arcs_per_layer = 2 * np.count_nonzero(graph) / num_layers
-    tasks = _plan(tops, len(sources), len(sinks), arcs_per_layer, workers)
+    flow_bound = max(1.0, float(graph.sum(axis=-1).max()), float(top_matrices.sum(axis=-1).max()))
+    networks = _maxflow.Networks(graph, flow_bound)
+    density = np.count_nonzero(graph) / graph.size
+    tasks = _plan(tops, len(sources), len(sinks), n, density, workers)
     lower = np.zeros((len(tops), len(sources), len(sinks)))
     gaps = np.zeros_like(lower)
-    for (top, rows, columns), (values, value_gaps) in zip(
-        tasks, _run(tasks, graph, top_matrices, sources, sinks, flow_bound, arcs_per_layer, workers), strict=True
+    for (top, rows, columns, _), (values, value_gaps) in zip(
+        tasks, _run(tasks, networks, top_matrices, sources, sinks, n, density, workers), strict=True
     ):
         lower[tops.index(top), rows[:, None], columns[None, :]] = values
         gaps[tops.index(top), rows[:, None], columns[None, :]] = value_gaps
 
     # normalise each row; the rare values whose certified gap is too large are refined here
-    refiner = _Refiner(graph, top_matrices, sinks, flow_bound)
+    refiner = _Refiner(networks, top_matrices, sinks)
     out = np.zeros((len(tops), len(sources), n))
     bound = 0.0
     for index, top in enumerate(tops):
@@ -148,22 +151,20 @@ def attention_flow(
 
 
 class _Refiner:
-    """Re-solves single max-flow values to a smaller certified gap, on unpruned networks built once per layer."""
+    """Re-solves single max-flow values to a smaller certified gap, on unpruned networks."""
 
-    def __init__(self, graph: np.ndarray, top_matrices: np.ndarray, sinks: np.ndarray, flow_bound: float) -> None:
-        self.graph, self.top_matrices, self.sinks, self.flow_bound = graph, top_matrices, sinks, flow_bound
-        self.networks: dict[int, _maxflow.LayerNetwork] = {}
+    def __init__(self, networks: _maxflow.Networks, top_matrices: np.ndarray, sinks: np.ndarray) -> None:
+        self.networks, self.top_matrices, self.sinks = networks, top_matrices, sinks
 
     def __call__(self, top: int, position: int, k: int, target: float) -> tuple[float, float]:
-        if top not in self.networks:
-            below = self.graph[: top - 1]
-            self.networks[top] = _maxflow.LayerNetwork.build(below, flow_bound=self.flow_bound, prune=False)
-        source_caps = self.top_matrices[top - 1][position]
-        return self.networks[top].max_flow(source_caps, self.graph[0][:, self.sinks[k]], tolerance=target)
+        network = self.networks.get(top, prune=False)
+        sink_caps = self.networks.graph[0][:, self.sinks[k]]
+        return network.max_flow(self.top_matrices[top - 1][position], sink_caps, tolerance=target)
 
 
-# A task: a source layer, the rows it solves (indices into `positions`) and its sinks (indices into `sinks`).
-_Task = tuple[int, np.ndarray, np.ndarray]
+# A task: a source layer, its rows (indices into `positions`), its sinks (indices into `sinks`), and whether
+# the rows are bounded by the chain first (see `_maxflow.chain_flows`).
+_Task = tuple[int, np.ndarray, np.ndarray, bool]
 
 
 def _available_cpus() -> int:
@@ -173,9 +174,22 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _estimated_seconds(top: int, num_problems: int, arcs_per_layer: float) -> float:
-    # layers 1 and 2 have closed forms; above, each problem's network has about top - 2 dense layers
-    return num_problems * max(top - 2, 0) * arcs_per_layer * _SECONDS_PER_ARC
+def _layer_units(top: int, num_rows: int, num_sinks: int, n: int, chain: bool) -> float:
+    """Work in network layers solved: each problem's network at layer ``top`` has ``top - 2`` dense layers."""
+    if top <= 2:
+        return 0.0
+    if chain:  # per sink: the whole-layer flow (about two stages) and n single-node flows at CHAIN_START
+        return num_sinks * (2 * (top - 2) + n * (_maxflow.CHAIN_START - 2))
+    return num_rows * num_sinks * (top - 2)
+
+
+def _use_chain(top: int, num_rows: int, n: int, density: float) -> bool:
+    # structural zeros (causal masks) make the chain's bounds miss: a source's flow is limited by the positions
+    # it sees, not by the whole layer's bottleneck (measured: 2% of pairs certified for causal attention)
+    if top < _maxflow.CHAIN_START + 2 or density < _CHAIN_MIN_DENSITY:
+        return False
+    # the chain pays when it replaces clearly more work than it costs (its rare uncertified pairs included)
+    return _layer_units(top, num_rows, 1, n, chain=False) > 1.5 * _layer_units(top, num_rows, 1, n, chain=True)
 
 
 def _worker_context() -> BaseContext:
@@ -189,52 +203,51 @@ def _worker_context() -> BaseContext:
     return get_context("fork" if "fork" in methods else "spawn")
 
 
-def _plan(tops: list[int], num_rows: int, num_sinks: int, arcs_per_layer: float, workers: int | None) -> list[_Task]:
+def _plan(tops: list[int], num_rows: int, num_sinks: int, n: int, density: float, workers: int | None) -> list[_Task]:
     """Split each source layer's rows × sinks into a few tasks per process when it is worth it (load balance)."""
     processes = _available_cpus() if workers is None else workers
     rows, columns = np.arange(num_rows), np.arange(num_sinks)
     tasks: list[_Task] = []
     for top in tops:
-        seconds = _estimated_seconds(top, num_rows * num_sinks, arcs_per_layer)
+        chain = _use_chain(top, num_rows, n, density)
+        seconds = _layer_units(top, num_rows, num_sinks, n, chain) * 2 * density * n * n * _SECONDS_PER_ARC
         wanted = 1 if processes == 1 or seconds < _PARALLEL_MIN_SECONDS else 4 * processes
-        row_chunks = min(num_rows, wanted)
+        # the chain shares its work between all rows of a sink, so it splits by sinks only
+        row_chunks = 1 if chain else min(num_rows, wanted)
         column_chunks = min(num_sinks, -(-wanted // row_chunks))
         for row_chunk in np.array_split(rows, row_chunks):
-            tasks.extend((top, row_chunk, column_chunk) for column_chunk in np.array_split(columns, column_chunks))
+            for column_chunk in np.array_split(columns, column_chunks):
+                tasks.append((top, row_chunk, column_chunk, chain))
     return tasks
 
 
 def _run(
     tasks: list[_Task],
-    graph: np.ndarray,
+    networks: _maxflow.Networks,
     top_matrices: np.ndarray,
     sources: np.ndarray,
     sinks: np.ndarray,
-    flow_bound: float,
-    arcs_per_layer: float,
+    n: int,
+    density: float,
     workers: int | None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     processes = min(_available_cpus() if workers is None else workers, len(tasks))
-    seconds = sum(_estimated_seconds(top, len(rows) * len(columns), arcs_per_layer) for top, rows, columns in tasks)
+    units = sum(_layer_units(top, len(rows), len(columns), n, chain) for top, rows, columns, chain in tasks)
+    seconds = units * 2 * density * n * n * _SECONDS_PER_ARC
     if processes <= 1 or seconds < _PARALLEL_MIN_SECONDS:
-        networks: dict[int, _maxflow.LayerNetwork] = {}
-        results = []
-        for top, rows, columns in tasks:
-            if top >= 3 and top not in networks:
-                networks[top] = _maxflow.LayerNetwork.build(graph[: top - 1], flow_bound=flow_bound, prune=True)
-            source_caps = top_matrices[top - 1][sources[rows]]
-            results.append(
-                _maxflow.raw_flows(
-                    graph[: top - 1], source_caps, sinks[columns], flow_bound=flow_bound, network=networks.get(top)
-                )
-            )
-        return results
+        return [
+            _maxflow.raw_flows(networks, top, top_matrices[top - 1][sources[rows]], sinks[columns], chain=chain)
+            for top, rows, columns, chain in tasks
+        ]
     logger.debug("attention flow: %d tasks on %d processes (about %.1f s of solving)", len(tasks), processes, seconds)
     with ProcessPoolExecutor(
         max_workers=processes,
         mp_context=_worker_context(),
         initializer=_maxflow.install_graph,
-        initargs=(graph, top_matrices, flow_bound),
+        initargs=(networks.graph, top_matrices, networks.flow_bound),
     ) as pool:
-        futures = [pool.submit(_maxflow.solve_task, top, sources[rows], sinks[columns]) for top, rows, columns in tasks]
+        futures = [
+            pool.submit(_maxflow.solve_task, top, sources[rows], sinks[columns], chain)
+            for top, rows, columns, chain in tasks
+        ]
         return [future.result() for future in futures]
