@@ -23,6 +23,13 @@ forwards, ``f'/s`` backwards; its max flow is exactly the missing value, at most
 at ``gap`` (no path of a path decomposition carries more than the whole value, so clipping changes nothing)
 and the scale ``≈ 2^30/gap``. Each stage shrinks the gap by about ``2^30 / |δ(R)|``.
 
+Many sources of a deep layer (:func:`chain_flows`). For token t, the flow from any source is at most
+``min(its total capacity, V_t)``, with ``V_t`` the max flow from the whole layer under the sources; exact flows
+from the single nodes of layer :data:`CHAIN_START`, carried up with the submodular bound
+``h(X) ≥ max_{i∈X} h({i})``, bound it from below. On dense attention the bounds meet for nearly every pair, which
+replaces n max flows per token on the full depth by one, plus n on a 3-layer network; the pairs where they do
+not meet are solved as above.
+
 Normalised rows. The caller wants each source's values divided by their sum. With lower bounds ``lo_t`` and gaps
 ``g_t``, the returned ``lo_t / Σ lo`` is within ``Σ g / Σ lo`` of the exact normalised value. On attention
 graphs one stage (``s = 2^30``) gives ``Σ g / Σ lo ≈ 2e-8``; further stages run only for the values that must

@@ -6,9 +6,10 @@ j is the max-flow value between the two nodes; a path's weight is its bottleneck
 
 The official code runs networkx's Edmonds–Karp once per (source, token) pair on the dense graph of all layers
 (minutes per sentence). Here every problem of a source layer shares one pruned network built once, solved by
-Dinic's algorithm in compiled code with exact integer scaling and a certified error bound
-(:mod:`attrflow.flow._maxflow`), and large batches run in worker processes. The values are the same; only the
-time differs (see BENCHMARKS.md).
+Dinic's algorithm in compiled code with exact integer scaling and a certified error bound; many sources of a
+deep layer are first bounded by a chain of certified bounds that settles nearly all of them with a few small
+max flows per token (:mod:`attrflow.flow._maxflow`); large batches run in worker processes. The values are the
+same to the certified tolerance; only the time differs (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
