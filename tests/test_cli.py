@@ -70,3 +70,25 @@ def test_explain_errors_are_clear(model_dir, capsys):
     assert "empty" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["explain", "x", "--steps", "0"])
+
+
+def test_explain_writes_report_with_every_method(model_dir, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    assert main(["explain", "the movie was great", "--model", str(model_dir), "--steps", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rollout:" in printed and "flow:" in printed and str(out) in printed
+    page = out.read_text()
+    for section in ("rollout", "flow", "attribution", "raw attention", "Attribution tree"):
+        assert section in page
+
+
+def test_explain_without_attattr_is_attention_only(model_dir, tmp_path, capsys):
+    out = tmp_path / "att.html"
+    args = ["explain", "the movie was great", "--model", str(model_dir), "--methods", "rollout,flow", "--out", str(out)]
+    assert main(args) == 0
+    assert "strongest interactions" not in capsys.readouterr().out
+    assert out.exists()
+    assert main([*args[:-2], "--json", str(tmp_path / "x.json")]) == 1
+    assert "include attattr" in capsys.readouterr().err
+    assert main(["explain", "x", "--model", str(model_dir), "--methods", "lime"]) == 1
+    assert "methods must be" in capsys.readouterr().err

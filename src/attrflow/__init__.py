@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "attrflow.runner",
     "open_run": "attrflow.runner",
     "run_dataset": "attrflow.runner",
+    "explain": "attrflow.analysis.explanation",
+    "Explanation": "attrflow.analysis.explanation",
     "AttributionTree": "attrflow.analysis.tree",
     "attribution_tree": "attrflow.analysis.tree",
     "TokenScores": "attrflow.viz.report",
@@ -51,6 +53,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
+    from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.tree import AttributionTree, attribution_tree
     from attrflow.errors import (
         AttrflowError,

@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_attribution_options(parser)
     parser.add_argument("--top", type=positive_int, default=10, help="how many interactions to list (default: 10)")
+    parser.add_argument(
+        "--methods",
+        default="attattr,rollout,flow,attention",
+        help="comma-separated views for the report: attattr, rollout, flow, attention (default: all)",
+    )
+    parser.add_argument("--out", default=None, metavar="FILE.html", help="write the self-contained HTML report")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON")
     parser.add_argument("--save", default=None, metavar="FILE", help="write the result as .safetensors (reloadable)")
     parser.set_defaults(func=run)
@@ -32,33 +38,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow explain``."""
     import attrflow
+    from attrflow.analysis.explanation import explain
+    from attrflow.results import AttentionAttribution
 
     model = attrflow.load_model(args.model, device=args.device)
     inputs = args.text if args.pair is None else (args.text, args.pair)
-    result = attrflow.attribute(
-        model, inputs, target=args.target, steps=args.steps, rule=args.rule, batch_size=args.batch_size
-    )
-    predicted = model.label_name(result.predicted) or str(result.predicted)
-    target = result.target_label or str(result.target)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if (args.json or args.save) and "attattr" not in methods:
+        raise attrflow.InvalidInputError("--json and --save write the attribution: include attattr in --methods")
+    explanation = explain(model, inputs, methods=methods, target=args.target, steps=args.steps, rule=args.rule)
+    result = explanation.result
     print(
         f"model:      {model.name} ({type(model.model).__name__}, {model.num_layers} layers x {model.num_heads} heads)"
     )
     print(f"tokens:     {' '.join(result.tokens)}")
-    print(f"prediction: {predicted}   explained: {target} (p = {result.probability:.4f})")
-    gap = float(result.completeness_gap.abs().max())
-    print(
-        f"method:     AttAttr, {result.settings['rule']} with {result.settings['steps']} points; max |completeness gap| = {gap:.2e}"
-    )
-    print()
-    table = result.top_interactions(args.top)
-    print(f"strongest interactions (query token attends to key token; score = attribution to p({target})):")
-    print(
-        table[["layer", "head", "from_token", "to_token", "score"]].to_string(
-            index=False, float_format=lambda x: f"{x:.4g}"
-        )
-    )
-    if args.json:
-        print(f"\nwrote {result.to_json(args.json)}")
-    if args.save:
+    if isinstance(result, AttentionAttribution):
+        predicted = model.label_name(result.predicted) or str(result.predicted)
+        target = result.target_label or str(result.target)
+        print(f"prediction: {predicted}   explained: {target} (p = {result.probability:.4f})")
+        gap = float(result.completeness_gap.abs().max())
+        rule, steps = result.settings["rule"], result.settings["steps"]
+        print(f"method:     AttAttr, {rule} with {steps} points; max |completeness gap| = {gap:.2e}")
+        print()
+        table = result.top_interactions(args.top)
+        print(f"strongest interactions (query token attends to key token; score = attribution to p({target})):")
+        columns = ["layer", "head", "from_token", "to_token", "score"]
+        print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    else:
+        print(f"prediction: {result.predicted_label or result.predicted} (p = {result.probability:.4f})")
+    for name, scores in explanation.token_scores.items():
+        top = sorted(range(len(scores.values)), key=lambda i: -scores.values[i])[:5]
+        print(f"{name + ':':11s} " + ", ".join(f"{result.tokens[i]} {scores.values[i]:.3f}" for i in top))
+    if args.out:
+        print(f"\nreport:     {explanation.write(args.out)}")
+    if args.json and isinstance(result, AttentionAttribution):
+        print(f"wrote {result.to_json(args.json)}")
+    if args.save and isinstance(result, AttentionAttribution):
         print(f"wrote {result.save(args.save)}")
     return 0

@@ -1,0 +1,28 @@
+"""``attrflow demo``: the tour of attrflow on the built-in models (what ``make demo`` runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` subcommand."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="write a small set of HTML reports on the built-in models and an index linking them",
+        description="Run attrflow on the built-in models (tweet sentiment, subject-verb agreement): attribution, "
+        "attribution tree, rollout and flow for a few inputs, written as self-contained HTML reports with an "
+        "index.html. Offline; a few minutes on two CPU cores.",
+    )
+    parser.add_argument("--out", default="attrflow-demo", metavar="DIR", help="output folder (default: attrflow-demo)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``attrflow demo``."""
+    from attrflow.demo import run_demo
+
+    entries = run_demo(args.out, say=lambda line: print(line, flush=True))
+    for entry in entries:
+        print(f"  {entry.path}  {entry.summary}")
+    return 0
