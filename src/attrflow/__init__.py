@@ -48,6 +48,9 @@ _EXPORTS: dict[str, str] = {
     "render_report": "attrflow.viz.report",
     "attention_rollout": "attrflow.flow.rollout",
     "attention_flow": "attrflow.flow.maxflow",
+    "Dataset": "attrflow.data",
+    "Example": "attrflow.data",
+    "load_dataset": "attrflow.data",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -55,6 +58,7 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.tree import AttributionTree, attribution_tree
+    from attrflow.data import Dataset, Example, load_dataset
     from attrflow.errors import (
         AttrflowError,
         InvalidInputError,
