@@ -118,14 +118,30 @@ def _build_model(recipe: AgreementRecipe, tokenizer: Any) -> Any:
 
 
 def load_agreement(folder: Path, *, device: str | torch.device | None = None) -> tuple[Any, Any]:
-    """The agreement classifier (float32, eval mode) and its tokenizer from a checkpoint folder."""
-    from transformers import AutoTokenizer, RobertaPreLayerNormForSequenceClassification
+    """The agreement classifier (float32, eval mode) and its tokenizer from a checkpoint folder.
 
-    if not (folder / "config.json").is_file():
-        raise ResultFormatError(f"{folder} holds no config.json; train one with `attrflow zoo train agreement`")
-    model = RobertaPreLayerNormForSequenceClassification.from_pretrained(
-        folder, local_files_only=True, dtype=torch.float32
+    Equivalent to ``AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)``, built
+    directly from the config and the weights so that loading prints no progress bar.
+    """
+    from safetensors.torch import load_file
+    from transformers import (
+        AutoTokenizer,
+        RobertaPreLayerNormConfig,
+        RobertaPreLayerNormForSequenceClassification,
     )
+
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise ResultFormatError(
+            f"{folder} holds no config.json and model.safetensors; train one with `attrflow zoo train agreement`"
+        )
+    config = RobertaPreLayerNormConfig.from_pretrained(folder, local_files_only=True)
+    model = RobertaPreLayerNormForSequenceClassification(config)
+    state = {name: tensor.to(torch.float32) for name, tensor in load_file(folder / "model.safetensors").items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ResultFormatError(
+            f"{folder}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model.eval()
     if device is not None:
