@@ -100,6 +100,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         "accuracy": round(accuracy, 5),
         "majority_baseline": round(max(dataset.label_counts().values()) / len(dataset), 5),
     }
+    for label, name in enumerate(dataset.label_names):
+        hits = [p == e.label for p, e in zip(predictions, dataset, strict=True) if e.label == label]
+        figures[f"accuracy_{name}"] = round(sum(hits) / max(len(hits), 1), 5)
     if info.dataset == "agreement":
         hits = [p == e.label for p, e in zip(predictions, dataset, strict=True) if e.meta["attractors"] > 0]
         figures["attractor_examples"] = len(hits)
