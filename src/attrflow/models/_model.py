@@ -720,7 +720,7 @@ def load_model(
 
         builtins: tuple[str, ...] = tuple(getattr(zoo, "BUILTIN_MODELS", ()))
         if source in builtins:
-            model, builtin_tokenizer = zoo.load_builtin(source, device=device)  # type: ignore[attr-defined]
+            model, builtin_tokenizer = zoo.load_builtin(source, device=device)
             return Model(model, tokenizer or builtin_tokenizer, task=task, name=source)
         raise InvalidInputError(
             f"no model directory {source!r} and no built-in model of that name (built-in: "

@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-__all__ = ["BUILTIN_MODELS", "BuiltinModel", "builtin_info", "load_builtin", "train_builtin", "weights_dir"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "BuiltinModel",
+    "builtin_info",
+    "load_builtin",
+    "shipped_report",
+    "train_builtin",
+    "weights_dir",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,15 @@ from torch import nn
 
 from attrflow.data import Dataset
 
-__all__ = ["TrainingConfig", "encode_dataset", "evaluate", "pick_device", "seed_everything", "train_classifier"]
+__all__ = [
+    "TrainingConfig",
+    "encode_dataset",
+    "evaluate",
+    "pick_device",
+    "predict",
+    "seed_everything",
+    "train_classifier",
+]
 
 logger = logging.getLogger(__name__)
 
