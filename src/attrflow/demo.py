@@ -55,7 +55,7 @@ def _agreement_sentence() -> str:
 
     test = load_dataset("agreement", split="test")
     for example in test:
-        if getattr(example, "attractor", False):
+        if example.meta.get("attractors", 0) > 0:
             return str(example.text)
     return str(test[0].text)
 
