@@ -193,11 +193,16 @@ def test_pass_planner_covers_every_row_once_within_capacity():
     from attrflow.methods.attribution import _plan_passes
 
     for capacity in (1, 2, 3, 7, 100):
-        plans = _plan_passes([0, 2, 5], rows=5, capacity=capacity)
+        plans = _plan_passes({0: 5, 2: 5, 5: 5}, capacity=capacity)
         seen = sorted((layer, row) for plan in plans for layer, rows in plan.items() for row in rows)
         assert seen == [(layer, row) for layer in (0, 2, 5) for row in range(5)]
         assert all(sum(len(r) for r in plan.values()) <= capacity for plan in plans)
-    assert len(_plan_passes([0, 1, 2], rows=4, capacity=100)) == 1
+    assert len(_plan_passes({0: 4, 1: 4, 2: 4}, capacity=100)) == 1
+    uneven = _plan_passes({0: 1, 3: 6}, capacity=4)
+    assert sorted((layer, row) for plan in uneven for layer, rows in plan.items() for row in rows) == [
+        (0, 0),
+        *[(3, r) for r in range(6)],
+    ]
 
 
 def test_one_pass_when_memory_allows():
@@ -226,3 +231,25 @@ def test_lobatto_rejects_one_point():
     model = attrflow.load_model(build("bert"))
     with pytest.raises(InvalidInputError, match="steps >= 2"):
         attrflow.attribute(model, example_inputs("bert"), steps=1, rule="gauss-lobatto")
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_auto_steps_refine_sharp_layers_and_equal_fixed_steps(arch):
+    model = attrflow.load_model(build(arch, init_scale=0.3))
+    inputs = example_inputs(arch)
+    auto = attrflow.attribute(model, inputs, tolerance=1e-4)
+    per_layer = auto.settings["steps_per_layer"]
+    assert auto.settings["steps"] == "auto" and max(per_layer) > 4, "a sharp model needs refinement"
+    for row, (layer, steps) in enumerate(zip(auto.layers, per_layer, strict=True)):
+        assert abs(auto.completeness_gap[row]) <= 1e-4 or steps == 32
+        fixed = attrflow.attribute(model, inputs, steps=steps, layers=[layer])
+        scale = fixed.attributions.abs().max().item()
+        torch.testing.assert_close(auto.attributions[row], fixed.attributions[0], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_auto_steps_options_are_validated():
+    model = attrflow.load_model(build("bert"))
+    with pytest.raises(InvalidInputError, match="tolerance"):
+        attrflow.attribute(model, example_inputs("bert"), tolerance=0)
+    with pytest.raises(InvalidInputError, match="steps"):
+        attrflow.attribute(model, example_inputs("bert"), steps="many")

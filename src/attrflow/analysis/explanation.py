@@ -71,7 +71,7 @@ def explain(
     *,
     methods: Sequence[str] = METHODS,
     target: int | None = None,
-    steps: int = DEFAULT_STEPS,
+    steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     tree_threshold: float = 0.4,
 ) -> Explanation:

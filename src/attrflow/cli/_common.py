@@ -20,6 +20,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def steps_value(text: str) -> int | str:
+    """argparse type: ``auto`` or a whole number >= 1."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     """``--model``: a built-in model name or a local checkpoint directory."""
     parser.add_argument(
@@ -38,9 +43,10 @@ def add_attribution_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--steps",
-        type=positive_int,
+        type=steps_value,
         default=DEFAULT_STEPS,
-        help=f"quadrature points per layer (default: {DEFAULT_STEPS})",
+        help=f"quadrature points per layer, or 'auto': refine each layer until its completeness gap is small "
+        f"(default: {DEFAULT_STEPS})",
     )
     parser.add_argument(
         "--rule",

@@ -16,8 +16,8 @@ against L·L·m for the paper's algorithm run naively.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,9 +31,11 @@ from attrflow.results import AttentionAttribution
 logger = logging.getLogger(__name__)
 
 DEFAULT_RULE: Rule = "gauss-lobatto"
-DEFAULT_STEPS = 4
+DEFAULT_STEPS: int | Literal["auto"] = "auto"
+# largest completeness gap (in probability) that "auto" accepts per layer before doubling its points
+DEFAULT_TOLERANCE = 1e-3
 
-__all__ = ["DEFAULT_RULE", "DEFAULT_STEPS", "AttentionAttributor", "attribute", "resolve_layers"]
+__all__ = ["DEFAULT_RULE", "DEFAULT_STEPS", "DEFAULT_TOLERANCE", "AttentionAttributor", "attribute", "resolve_layers"]
 
 
 def resolve_layers(layers: int | Sequence[int] | None, num_layers: int) -> tuple[int, ...]:
@@ -68,14 +70,28 @@ class AttentionAttributor:
         self,
         model: Model | nn.Module,
         *,
-        steps: int = DEFAULT_STEPS,
+        steps: int | Literal["auto"] = DEFAULT_STEPS,
         rule: Rule = DEFAULT_RULE,
         batch_size: int | None = None,
+        tolerance: float = DEFAULT_TOLERANCE,
+        max_steps: int = 32,
     ) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
-        self.alphas, self.weights = quadrature(rule, steps)
+        if steps == "auto":
+            first = 4 if rule != "riemann-left" and rule != "riemann-right" else 20
+            quadrature(rule, first)  # validates the rule
+            self.initial_steps, self.adaptive = first, True
+        else:
+            quadrature(rule, steps)  # validates rule and steps
+            self.initial_steps, self.adaptive = int(steps), False
+        if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+            raise InvalidInputError(f"tolerance must be a positive number, got {tolerance!r}")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < self.initial_steps:
+            raise InvalidInputError(f"max_steps must be a whole number >= {self.initial_steps}, got {max_steps!r}")
         self.rule = rule
-        self.steps = int(steps)
+        self.steps = steps
+        self.tolerance = float(tolerance)
+        self.max_steps = max_steps
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
@@ -105,76 +121,38 @@ class AttentionAttributor:
         model = self.model
         encoding = model.prepare(inputs, truncation=truncation)
         chosen = resolve_layers(layers, model.num_layers)
-        rows_alpha, rows_weight, grad_rows, end_weight = _layer_rows(self.alphas, self.weights)
-        capacity = self.batch_size or _auto_batch_size(model, encoding)
-        grad_sums: dict[int, torch.Tensor] = {}
-        baselines: dict[int, float] = {}
-        clean: Session | None = None
-        target_seen: int | None = target
-        predicted = -1
-        probability = float("nan")
-        for plan in _plan_passes(chosen, len(rows_alpha), capacity):
-            branches = {
-                layer: (
-                    torch.tensor(rows_alpha[rows], dtype=torch.float32, device=model.device),
-                    sum(1 for r in rows if r < grad_rows),
-                )
-                for layer, rows in plan.items()
-            }
-            first = clean is None
-            with torch.enable_grad():
-                logits, session = model.run_branches(
-                    encoding, branches, require_grad=True, clean_leaves=first and end_weight != 0.0, record=first
-                )
-                probabilities = torch.softmax(logits.float(), dim=-1)
-                if first:
-                    clean = session
-                    predicted = int(probabilities[0].detach().argmax())
-                    target_seen = self._resolve_target(target, predicted)
-                    probability = float(probabilities[0, target_seen].detach())
-                assert target_seen is not None
-                prob = probabilities[:, target_seen]
-                wanted = [(layer, session.leaves[layer]) for layer in sorted(plan) if layer in session.leaves]
-                wanted += [
-                    (-1 - layer, session.clean_row_leaves[layer])
-                    for layer in chosen
-                    if layer in session.clean_row_leaves
-                ]
-                grads = torch.autograd.grad(prob.sum(), [leaf for _, leaf in wanted]) if wanted else ()
-            for (key, _), grad in zip(wanted, grads, strict=True):
-                if key < 0:  # row 0: the alpha = 1 end point of the rule
-                    layer, contribution = -1 - key, end_weight * grad[0].double()
-                else:
-                    layer = key
-                    weight = torch.tensor(
-                        rows_weight[plan[layer][: grad.shape[0]]], dtype=torch.float64, device=grad.device
-                    )
-                    contribution = torch.einsum("b,bhij->hij", weight, grad.double())
-                grad_sums[layer] = grad_sums[layer] + contribution if layer in grad_sums else contribution
-            for layer, rows in plan.items():
-                if rows[-1] == len(rows_alpha) - 1:  # the alpha = 0 row: F(0) for the completeness gap
-                    first_row, _, _ = session.branches[layer]
-                    baselines[layer] = float(prob[first_row + len(rows) - 1].detach())
-        assert clean is not None and target_seen is not None
+        state = _IntegrationState(encoding, target)
+        steps_of = dict.fromkeys(chosen, self.initial_steps)
+        pending = list(chosen)
+        attributions: dict[int, torch.Tensor] = {}
+        gaps: dict[int, float] = {}
+        while pending:
+            points = {layer: quadrature(self.rule, steps_of[layer]) for layer in pending}
+            self._evaluate(state, points)
+            refine = []
+            for layer in pending:
+                alphas, weights = points[layer]
+                integral = sum(float(w) * state.gradient(layer, float(a)) for a, w in zip(alphas, weights, strict=True))
+                attributions[layer] = state.attention(layer) * integral
+                gaps[layer] = float(attributions[layer].sum()) - (state.probability - state.f0[layer])
+                if self.adaptive and abs(gaps[layer]) > self.tolerance and steps_of[layer] * 2 <= self.max_steps:
+                    steps_of[layer] *= 2
+                    refine.append(layer)
+            pending = refine
         positions = encoding.positions.to(model.device)
-        attentions = torch.stack([_real(r[0], positions) for r in clean.records]).float().cpu()
-        stacked = torch.stack(
-            [
-                _real(clean.records[layer][0].double() * grad_sums.get(layer, 0.0), positions).float().cpu()
-                for layer in chosen
-            ]
-        )
-        baseline_probability = torch.tensor([baselines[layer] for layer in chosen], dtype=torch.float32)
-        gap = stacked.double().sum(dim=(1, 2, 3)) - (probability - baseline_probability.double())
+        assert state.clean is not None
+        stacked = torch.stack([_real(attributions[layer], positions).float().cpu() for layer in chosen])
+        baseline_probability = torch.tensor([state.f0[layer] for layer in chosen], dtype=torch.float32)
+        gap = stacked.double().sum(dim=(1, 2, 3)) - (state.probability - baseline_probability.double())
         return AttentionAttribution(
             tokens=encoding.tokens,
             attributions=stacked,
-            attentions=attentions,
+            attentions=torch.stack([_real(r[0], positions) for r in state.clean.records]).float().cpu(),
             layers=chosen,
-            target=target_seen,
-            target_label=model.label_name(target_seen),
-            predicted=predicted,
-            probability=probability,
+            target=state.target,
+            target_label=model.label_name(state.target),
+            predicted=state.predicted,
+            probability=state.probability,
             baseline_probability=baseline_probability,
             completeness_gap=gap.float(),
             input_ids=encoding.input_ids,
@@ -185,13 +163,69 @@ class AttentionAttributor:
                 "method": "attattr",
                 "rule": self.rule,
                 "steps": self.steps,
+                "steps_per_layer": [steps_of[layer] for layer in chosen],
+                "tolerance": self.tolerance if self.adaptive else None,
                 "model": model.name,
                 "architecture": type(model.model).__name__,
                 "task": model.task,
-                "target": "predicted" if target_seen == predicted else "given",
+                "target": "predicted" if state.target == state.predicted else "given",
                 "truncated": encoding.truncated,
             },
         )
+
+    def _evaluate(self, state: _IntegrationState, points: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Compute (and cache in ``state``) the gradients at every α the layers' rules need, in as few passes as
+        memory allows. α = 1 comes from the clean row of the first pass, α = 0 from the F(0) row."""
+        model = self.model
+        first = state.clean is None
+        weighted_zero = any(float(w[a == 0.0].sum()) != 0.0 for a, w in points.values())
+        rows: dict[int, tuple[list[float], int]] = {}
+        for layer, (alphas, _) in points.items():
+            inner = [float(a) for a in alphas if 0.0 < a < 1.0 and not state.has(layer, float(a))]
+            grad_rows = len(inner)
+            if layer not in state.f0:
+                inner.append(0.0)  # last: gives F(0), and the alpha = 0 gradient when a rule weighs it
+                grad_rows += 1 if weighted_zero else 0
+            if inner:
+                rows[layer] = (inner, grad_rows)
+        need_end = first and any(float(a) == 1.0 for alphas, _ in points.values() for a in alphas)
+        capacity = self.batch_size or _auto_batch_size(model, state.encoding)
+        plans = _plan_passes({layer: len(r[0]) for layer, r in rows.items()}, capacity) or [{}]
+        for plan in plans:
+            branches = {}
+            for layer, chunk in plan.items():
+                row_alphas, grad_rows = rows[layer]
+                branches[layer] = (
+                    torch.tensor([row_alphas[r] for r in chunk], dtype=torch.float32, device=model.device),
+                    sum(1 for r in chunk if r < grad_rows),
+                )
+            record = state.clean is None
+            with torch.enable_grad():
+                logits, session = model.run_branches(
+                    state.encoding, branches, require_grad=True, clean_leaves=need_end and record, record=record
+                )
+                probabilities = torch.softmax(logits.float(), dim=-1)
+                if record:
+                    state.set_clean(session, probabilities[0].detach(), self._resolve_target)
+                prob = probabilities[:, state.target]
+                wanted = [(layer, session.leaves[layer]) for layer in sorted(plan) if layer in session.leaves]
+                if need_end and record:
+                    wanted += [
+                        (-1 - layer, leaf) for layer, leaf in session.clean_row_leaves.items() if layer in points
+                    ]
+                grads = torch.autograd.grad(prob.sum(), [leaf for _, leaf in wanted]) if wanted else ()
+            for (key, _), grad in zip(wanted, grads, strict=True):
+                if key < 0:
+                    state.store(-1 - key, 1.0, grad[0])
+                    continue
+                row_alphas, _ = rows[key]
+                for offset, r in enumerate(plan[key][: grad.shape[0]]):
+                    state.store(key, row_alphas[r], grad[offset])
+            for layer, chunk in plan.items():
+                row_alphas, _ = rows[layer]
+                if layer not in state.f0 and chunk[-1] == len(row_alphas) - 1:
+                    first_row, _, _ = session.branches[layer]
+                    state.f0[layer] = float(prob[first_row + len(chunk) - 1].detach())
 
     def _resolve_target(self, target: int | None, predicted: int) -> int:
         if target is None:
@@ -203,21 +237,41 @@ class AttentionAttributor:
         return int(target)
 
 
-def _layer_rows(alphas: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """The rows one layer needs for a rule: ``(row_alphas, row_weights, grad_rows, end_weight)``.
+class _IntegrationState:
+    """What one attribution has computed so far: the clean pass and the gradients at each α of each layer."""
 
-    The α = 1 point needs no row of its own: row 0 (the clean input) gives ∂F/∂A at α = 1 for every layer in one
-    backward pass; ``end_weight`` is its weight. The α = 0 row is always present, last, because it gives F(0) for
-    the completeness gap; it carries the rule's weight at α = 0 if any (riemann-left, gauss-lobatto), and otherwise
-    gets no gradient. The first ``grad_rows`` rows need gradients.
-    """
-    end_weight = float(weights[alphas == 1.0].sum())
-    zero_weight = float(weights[alphas == 0.0].sum())
-    inner = (alphas > 0.0) & (alphas < 1.0)
-    row_alphas = np.append(alphas[inner], 0.0)
-    row_weights = np.append(weights[inner], zero_weight)
-    grad_rows = int(inner.sum()) + (1 if zero_weight != 0.0 else 0)
-    return row_alphas, row_weights, grad_rows, end_weight
+    def __init__(self, encoding: Encoding, target: int | None) -> None:
+        self.encoding = encoding
+        self.requested_target = target
+        self.clean: Session | None = None
+        self.target = -1
+        self.predicted = -1
+        self.probability = float("nan")
+        self.f0: dict[int, float] = {}
+        self._gradients: dict[int, dict[float, torch.Tensor]] = {}
+
+    def set_clean(self, session: Session, probabilities: torch.Tensor, resolve: Any) -> None:
+        self.clean = session
+        self.predicted = int(probabilities.argmax())
+        self.target = resolve(self.requested_target, self.predicted)
+        self.probability = float(probabilities[self.target])
+
+    @staticmethod
+    def _key(alpha: float) -> float:
+        return round(alpha, 12)
+
+    def has(self, layer: int, alpha: float) -> bool:
+        return self._key(alpha) in self._gradients.get(layer, {})
+
+    def store(self, layer: int, alpha: float, gradient: torch.Tensor) -> None:
+        self._gradients.setdefault(layer, {})[self._key(alpha)] = gradient.detach().double()
+
+    def gradient(self, layer: int, alpha: float) -> torch.Tensor:
+        return self._gradients[layer][self._key(alpha)]
+
+    def attention(self, layer: int) -> torch.Tensor:
+        assert self.clean is not None
+        return self.clean.records[layer][0].double()
 
 
 # the activations one pass may hold (estimated); results never depend on it
@@ -233,24 +287,24 @@ def _auto_batch_size(model: Model, encoding: Encoding) -> int:
     return max(1, int(_MEMORY_BUDGET // (per_layer_row * model.num_layers)))
 
 
-def _plan_passes(layers: Sequence[int], rows: int, capacity: int) -> list[dict[int, list[int]]]:
-    """Group (layer, interpolation rows) into passes of at most ``capacity`` rows (plus the clean row).
+def _plan_passes(rows: Mapping[int, int], capacity: int) -> list[dict[int, list[int]]]:
+    """Group each layer's rows (``rows[layer]`` of them) into passes of at most ``capacity`` rows (+ the clean row).
 
-    Every layer's rows are split into chunks of at most ``capacity``; chunks are packed into passes in layer order,
-    at most one chunk of a layer per pass.
+    A layer's rows are split into chunks of at most ``capacity``, in order; chunks are packed into passes in layer
+    order, at most one chunk of a layer per pass.
     """
     chunks = [
-        (layer, list(range(start, min(start + capacity, rows))))
-        for layer in layers
-        for start in range(0, rows, capacity)
+        (layer, list(range(start, min(start + capacity, count))))
+        for layer, count in sorted(rows.items())
+        for start in range(0, count, capacity)
     ]
     passes: list[dict[int, list[int]]] = []
     used: list[int] = []
     for layer, chunk in chunks:
-        for plan, size in zip(passes, used, strict=True):
-            if layer not in plan and size + len(chunk) <= capacity:
+        for index, plan in enumerate(passes):
+            if layer not in plan and used[index] + len(chunk) <= capacity:
                 plan[layer] = chunk
-                used[passes.index(plan)] += len(chunk)
+                used[index] += len(chunk)
                 break
         else:
             passes.append({layer: chunk})
@@ -268,10 +322,11 @@ def attribute(
     inputs: Any,
     *,
     target: int | None = None,
-    steps: int = DEFAULT_STEPS,
+    steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     layers: int | Sequence[int] | None = None,
     batch_size: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
     truncation: bool = True,
 ) -> AttentionAttribution:
     """Self-attention attribution of one input (Hao et al., AAAI 2021).
@@ -284,19 +339,24 @@ def attribute(
         model: an :class:`attrflow.Model` from :func:`attrflow.load_model` (or a transformers model).
         inputs: a string, a ``(text, text_pair)`` tuple, or a dict of batch-1 tensors.
         target: output to explain; default the predicted class (next token for causal LMs).
-        steps: quadrature points m (default 4; see BENCHMARKS.md for the measurements behind the default).
+        steps: quadrature points m, or ``"auto"`` (default): start with 4 points (20 for the Riemann rules) and
+            double them, up to 32, for each layer whose completeness gap exceeds ``tolerance``. The gradients at
+            α = 0 and α = 1 are reused, so a refinement pays only for new interior points of that layer; sharp
+            layers are usually the top ones, the cheapest to recompute. See BENCHMARKS.md for the measurements.
         rule: ``"gauss-lobatto"`` (default: exact for polynomials of degree ≤ 2m − 3, and its end points cost
             almost nothing), ``"gauss-legendre"``, ``"riemann-left"`` (official code, bit-for-bit),
             ``"riemann-right"`` (the paper), ``"riemann-middle"``.
         layers: which layers (negative indices ok); default all.
         batch_size: most interpolation points per forward pass (memory only; results do not depend on it).
+        tolerance: with ``steps="auto"``, the largest |completeness gap| per layer (in probability) accepted.
         truncation: cut over-long text with a warning (False raises).
 
     Returns:
-        The :class:`~attrflow.results.AttentionAttribution`, with ``completeness_gap`` per layer.
+        The :class:`~attrflow.results.AttentionAttribution`, with ``completeness_gap`` per layer and the points
+        used per layer in ``settings["steps_per_layer"]``.
     """
     if rule not in RULES:
         raise InvalidInputError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-    return AttentionAttributor(model, steps=steps, rule=rule, batch_size=batch_size).attribute(
+    return AttentionAttributor(model, steps=steps, rule=rule, batch_size=batch_size, tolerance=tolerance).attribute(
         inputs, target=target, layers=layers, truncation=truncation
     )
