@@ -35,7 +35,28 @@ DEFAULT_STEPS: int | Literal["auto"] = "auto"
 # largest completeness gap (in probability) that "auto" accepts per layer before doubling its points
 DEFAULT_TOLERANCE = 1e-3
 
-__all__ = ["DEFAULT_RULE", "DEFAULT_STEPS", "DEFAULT_TOLERANCE", "AttentionAttributor", "attribute", "resolve_layers"]
+__all__ = [
+    "DEFAULT_RULE",
+    "DEFAULT_STEPS",
+    "DEFAULT_TOLERANCE",
+    "AttentionAttributor",
+    "Steps",
+    "attribute",
+    "check_steps",
+    "resolve_layers",
+]
+
+
+Steps = int | Literal["auto"]
+
+
+def check_steps(steps: object) -> Steps:
+    """Validate a ``steps`` option early (e.g. when a dataset task is built): ``"auto"`` or a whole number >= 1."""
+    if steps == "auto":
+        return "auto"
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InvalidInputError(f"steps must be 'auto' or a whole number >= 1, got {steps!r}")
+    return int(steps)
 
 
 def resolve_layers(layers: int | Sequence[int] | None, num_layers: int) -> tuple[int, ...]:
@@ -77,7 +98,7 @@ class AttentionAttributor:
         max_steps: int = 32,
     ) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
-        if steps == "auto":
+        if check_steps(steps) == "auto":
             first = 4 if rule != "riemann-left" and rule != "riemann-right" else 20
             quadrature(rule, first)  # validates the rule
             self.initial_steps, self.adaptive = first, True
