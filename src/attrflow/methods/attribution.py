@@ -98,13 +98,14 @@ class AttentionAttributor:
         max_steps: int = 32,
     ) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
-        if check_steps(steps) == "auto":
+        checked = check_steps(steps)
+        if checked == "auto":
             first = 4 if rule != "riemann-left" and rule != "riemann-right" else 20
             quadrature(rule, first)  # validates the rule
             self.initial_steps, self.adaptive = first, True
         else:
-            quadrature(rule, steps)  # validates rule and steps
-            self.initial_steps, self.adaptive = int(steps), False
+            quadrature(rule, checked)  # validates the rule and the steps it allows
+            self.initial_steps, self.adaptive = checked, False
         if not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise InvalidInputError(f"tolerance must be a positive number, got {tolerance!r}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < self.initial_steps:
