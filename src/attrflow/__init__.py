@@ -48,6 +48,14 @@ _EXPORTS: dict[str, str] = {
     "render_report": "attrflow.viz.report",
     "attention_rollout": "attrflow.flow.rollout",
     "attention_flow": "attrflow.flow.maxflow",
+    "mine_patterns": "attrflow.analysis.triggers",
+    "attack": "attrflow.analysis.triggers",
+    "trigger_attack": "attrflow.analysis.triggers",
+    "insert_trigger": "attrflow.analysis.triggers",
+    "TriggerPatterns": "attrflow.analysis.triggers",
+    "Pattern": "attrflow.analysis.triggers",
+    "Trigger": "attrflow.analysis.triggers",
+    "AttackReport": "attrflow.analysis.triggers",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -55,6 +63,16 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.tree import AttributionTree, attribution_tree
+    from attrflow.analysis.triggers import (
+        AttackReport,
+        Pattern,
+        Trigger,
+        TriggerPatterns,
+        attack,
+        insert_trigger,
+        mine_patterns,
+        trigger_attack,
+    )
     from attrflow.errors import (
         AttrflowError,
         InvalidInputError,
