@@ -70,8 +70,7 @@ def synthetic(n: int, seed: int) -> Named:
     return out
 
 
-@pytest.fixture(scope="module")
-def shortcut_model() -> attrflow.Model:
+def train_shortcut_model() -> attrflow.Model:
     """A 2-layer BERT trained (a few seconds) until one word decides the class."""
     torch.manual_seed(0)
     tokenizer = word_tokenizer()
@@ -97,6 +96,11 @@ def shortcut_model() -> attrflow.Model:
         optimiser.step()
     model.eval()
     return attrflow.load_model(model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def shortcut_model() -> attrflow.Model:
+    return train_shortcut_model()
 
 
 # ---------------------------------------------------------------------- insertion
@@ -373,3 +377,17 @@ def test_cli_attack_writes_json_parquet_and_html(shortcut_model, tmp_path, monke
     assert (out / "attack.html").read_text().startswith("<!DOCTYPE html>")
     assert (out / "mining" / "run.json").is_file()
     assert "trigger #0" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ray_mining_equals_local_mining(tiny, tmp_path):
+    pytest.importorskip("ray", reason="the Ray engine needs the extra: pip install 'attrflow[ray]'")
+    directory = tmp_path / "model"
+    tiny.model.save_pretrained(directory)
+    tiny.tokenizer.save_pretrained(directory)
+    from_disk = attrflow.load_model(directory)
+    local = tr.mine_patterns(from_disk, MINING_DATA, steps=2, progress=False)
+    on_ray = tr.mine_patterns(
+        directory, MINING_DATA, steps=2, engine="ray", num_workers=2, batch_size=2, progress=False
+    )
+    assert on_ray.to_table().equals(local.to_table())

@@ -662,21 +662,23 @@ class TriggerPatterns:
         return cls(patterns, tuple(meta.get("label_names", ())), dict(meta.get("settings", {})))
 
     def plot(self, ax: Axes | None = None, *, top: int = 10) -> Figure:
-        """Horizontal bars of the ``top`` strongest patterns' scores (first and second pair stacked)."""
-        figure, axes = _axes(ax, (7.0, 0.45 * min(top, max(len(self), 1)) + 1.2))
-        shown = self.patterns[:top]
+        """Horizontal bars of the ``top`` strongest patterns' scores (first and second entry stacked)."""
+        figure, axes = _axes(ax, (8.0, 0.4 * min(top, max(len(self), 1)) + 1.4))
+        shown = list(reversed(self.patterns[:top]))
         labels = [
-            f"{_pair_text(p, 0)}  |  {_pair_text(p, 1)}  ({self.label_name(p.predicted)})" for p in reversed(shown)
+            f"{_pair_text(p, 0, scores=False)}  |  {_pair_text(p, 1, scores=False)}  ({self.label_name(p.predicted)})"
+            for p in shown
         ]
-        first = [p.scores[0] for p in reversed(shown)]
-        second = [p.scores[1] for p in reversed(shown)]
+        first = [p.scores[0] for p in shown]
+        second = [p.scores[1] for p in shown]
         y = np.arange(len(shown))
         axes.barh(y, first, color="#d62728", label="largest entry")
         axes.barh(y, second, left=first, color="#ff9896", label="second entry")
-        axes.axvline(self.min_score, color="black", linestyle=":", linewidth=1, label="min_score")
+        if shown and self.min_score <= max(p.score for p in shown):
+            axes.axvline(self.min_score, color="black", linestyle=":", linewidth=1, label="min_score")
         axes.set_yticks(y, labels, fontsize=8)
         axes.set_xlabel("attribution score (summed)")
-        axes.set_title("strongest attention patterns (query → key)")
+        axes.set_title("strongest attention patterns: query → key (predicted class)", fontsize=10)
         axes.legend(fontsize=8, loc="lower right")
         return figure
 
@@ -713,9 +715,10 @@ class TriggerPatterns:
         return f"TriggerPatterns({len(self)} patterns{best}, min_score={self.min_score})"
 
 
-def _pair_text(pattern: Pattern, which: int) -> str:
+def _pair_text(pattern: Pattern, which: int, *, scores: bool = True) -> str:
     query, key = pattern.interactions[which]
-    return f"{pattern.tokens[query]} → {pattern.tokens[key]} ({pattern.scores[which]:.3g})"
+    text = f"{pattern.tokens[query]} → {pattern.tokens[key]}"
+    return f"{text} ({pattern.scores[which]:.3g})" if scores else text
 
 
 def _label_names(dataset: Any, model: Model) -> tuple[str, ...]:
@@ -1013,10 +1016,11 @@ class AttackReport:
             )
         names = [f"#{o.trigger} {' '.join(self.triggers[o.trigger].tokens)}\n{o.label}" for o in groups]
         axes.set_xticks(x, names, fontsize=7)
-        axes.set_ylim(0, 1.05)
+        axes.set_ylim(0, 1.22)
+        axes.set_yticks(np.linspace(0, 1, 6))
         axes.set_ylabel("accuracy")
         axes.set_title("accuracy per gold label: clean, with the trigger, with random tokens")
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
         return figure
 
     def to_html(self) -> str:
