@@ -43,15 +43,6 @@ def trigger(words: list[str], segments: list[int], positions: list[float]) -> tr
     return tr.Trigger(tuple(ids(*words)), tuple(words), tuple(segments), tuple(positions))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine threads contend: use one here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> attrflow.Model:
     return attrflow.load_model(build("bert", init_scale=0.2), tokenizer=word_tokenizer())
