@@ -247,7 +247,7 @@ def test_mining_is_deterministic_and_independent_of_batching(tiny, tmp_path):
 
 
 def test_examples_and_min_tokens_select_the_mined_examples(tiny):
-    mined = tr.mine_patterns(tiny, MINING_DATA, examples=4, min_tokens=9, steps=1, progress=False)
+    mined = tr.mine_patterns(tiny, MINING_DATA, examples=4, min_tokens=9, steps=2, progress=False)
     # [CLS] + words (+ [SEP] + words) + [SEP] >= 9 tokens, among the first four
     assert sorted(p.example_id for p in mined.patterns) == [2, 3]
     assert mined.settings["examples"] == 4 and mined.settings["mined"] == 2
