@@ -58,6 +58,7 @@ __all__ = [
     "TriggerPatterns",
     "attack",
     "insert_trigger",
+    "mine_pattern",
     "mine_patterns",
     "trigger_attack",
 ]
@@ -178,7 +179,6 @@ def _insert(tokenized: _Tokenized, trigger: Trigger) -> _Tokenized:
         if end - start != len(where):
             raise InvalidInputError(f"segment {segment} of an example is not contiguous; cannot insert a trigger")
         plan = _plan_positions([trigger.relative_positions[t] for t in members], len(where))
-        type_id = None if types is None else types[start]
         new_ids: list[int] = []
         original = iter(ids[start:end])
         slots = dict(zip(plan, members, strict=True))
@@ -187,7 +187,7 @@ def _insert(tokenized: _Tokenized, trigger: Trigger) -> _Tokenized:
         ids[start:end] = new_ids
         segments[start:end] = [segment] * len(new_ids)
         if types is not None:
-            types[start:end] = [type_id] * len(new_ids)  # type: ignore[list-item]
+            types[start:end] = [types[start]] * len(new_ids)
     return _Tokenized(tuple(ids), None if types is None else tuple(types), tuple(segments))
 
 
@@ -411,16 +411,26 @@ def mine_pattern(
     Attributes every layer's attention (``Attr(A_l) = A_l ⊙ ∫₀¹ ∂F(α·A_l)/∂A_l dα``, F = probability of the
     predicted class), finds the head holding the largest entry of all ``[L, H, n, n]`` entries (the first in
     (layer, head, query, key) order on ties), and returns that head's two largest entries.
+
+    Args:
+        model: a sequence classifier with a tokenizer.
+        example: a text, a ``(text, text_pair)`` tuple, or an object with ``.text``, ``.text_pair``, ``.label``.
+        example_id: the id recorded on the pattern.
+        steps: quadrature points of the attribution.
+        rule: quadrature rule.
+
+    Returns:
+        The example's :class:`Pattern`.
     """
     _check_classifier(model)
     text, text_pair = _texts(example)
     tokenized = _tokenize(model.tokenizer, text, text_pair, model.max_length())
+    if len(tokenized.input_ids) < 2:
+        raise InvalidInputError("an example has fewer than two tokens; there is no interaction to mine")
     encoding = model.prepare(tokenized.tensors())
     result = attribute(model, encoding, steps=steps, rule=rule)
     attributions = result.attributions  # [L, H, n, n]
     n = attributions.shape[-1]
-    if n < 2:
-        raise InvalidInputError("an example has fewer than two tokens; there is no interaction to mine")
     # torch.argmax returns the first maximal index: ties go to the lower layer, head, query, key
     layer_row, within = divmod(int(attributions.flatten().argmax()), attributions.shape[1] * n * n)
     head = within // (n * n)
