@@ -330,7 +330,8 @@ def test_report_html_is_escaped_and_frame_and_plot_work():
     report = _report()
     page = report.to_html()
     assert "<script>" not in page and "&lt;script&gt;" in page and "neg&lt;1&gt;" in page
-    assert page.startswith("<!DOCTYPE html>") and "http" not in page
+    assert page.startswith("<!DOCTYPE html>") and "default-src 'none'" in page
+    assert not any(outside in page for outside in ("://", "src=", "href=", "<script", "<img"))  # self-contained
     frame = report.to_frame()
     assert list(frame["drop"]) == pytest.approx([0.25, 1.0, -0.5])
     figure = report.plot()

@@ -1290,9 +1290,11 @@ _CSS = (
 
 
 def _page(title: str, body: str) -> str:
+    # no scripts and nothing fetched: the policy lets the browser enforce that
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>{body}</body></html>"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>{body}</body></html>"
     )
 
 
