@@ -77,6 +77,8 @@ OVERALL = "all"
 
 _PATTERNS_FORMAT = "attrflow-trigger-patterns"
 _PATTERNS_VERSION = 1
+# inputs per predict_batch call in attack(): how often the progress bar moves (results do not depend on it)
+_PROGRESS_CHUNK = 256
 # tokens that are vocabulary placeholders rather than word-pieces: BERT's [unused17], <extra_id_0>, ...
 _PLACEHOLDER = re.compile(r"^(\[[^\]]*\]|<[^>]*>)$")
 
@@ -1125,6 +1127,7 @@ def attack(
     min_score: float | None = None,
     examples: int | None = None,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> AttackReport:
     """Insert each of the ``top`` triggers into every evaluation example and measure accuracy per gold label.
 
@@ -1149,6 +1152,7 @@ def attack(
         min_score: with :class:`TriggerPatterns`, the summed score a pattern needs (default: its own min_score).
         examples: evaluate on the first this many examples (None: all).
         batch_size: inputs per forward pass (speed only).
+        progress: show a progress bar over all the evaluation passes.
 
     Returns:
         The :class:`AttackReport`.
@@ -1157,6 +1161,8 @@ def attack(
     _positive("control_seeds", control_seeds)
     _positive("examples", examples, allow_none=True)
     _positive("batch_size", batch_size)
+    from tqdm.auto import tqdm
+
     loaded = _as_model(model)
     _check_classifier(loaded)
     if isinstance(patterns, TriggerPatterns):
@@ -1190,22 +1196,31 @@ def attack(
             cache[k] = [_tokenize(loaded.tokenizer, text, pair, cut) for text, pair in texts]
         return cache[k]
 
+    passes = 1 + len(triggers) * (1 + (control_seeds if control else 0))
+    bar = tqdm(total=passes * len(labelled), unit="ex", desc="attack", disable=not progress, dynamic_ncols=True)
+
     def predict(trigger: Trigger | None) -> np.ndarray:
         inputs = tokenized(0 if trigger is None else len(trigger))
         items = [t.features() if trigger is None else _insert(t, trigger).features() for t in inputs]
-        return loaded.predict_batch(items, batch_size=batch_size).argmax(dim=-1).numpy()
+        predicted = []
+        for start in range(0, len(items), _PROGRESS_CHUNK):
+            chunk = items[start : start + _PROGRESS_CHUNK]
+            predicted.append(loaded.predict_batch(chunk, batch_size=batch_size).argmax(dim=-1).numpy())
+            bar.update(len(chunk))
+        return np.concatenate(predicted)
 
     allowed = _control_vocabulary(loaded) if control else np.zeros(0, dtype=np.int64)
-    before = predict(None)
     outcomes: list[AttackOutcome] = []
-    for index, trigger in enumerate(triggers):
-        after = predict(trigger)
-        controls = []
-        if control:
-            for c in range(control_seeds):
-                controls.append(predict(_control_trigger(loaded, trigger, allowed, (seed, index, c))))
-        outcomes.extend(_accuracies(index, labels, before, after, controls, names))
-        logger.info("trigger #%d %s evaluated on %d examples", index, trigger.describe(), len(labelled))
+    with contextlib.closing(bar):
+        before = predict(None)
+        for index, trigger in enumerate(triggers):
+            after = predict(trigger)
+            controls = []
+            if control:
+                for c in range(control_seeds):
+                    controls.append(predict(_control_trigger(loaded, trigger, allowed, (seed, index, c))))
+            outcomes.extend(_accuracies(index, labels, before, after, controls, names))
+            logger.info("trigger #%d %s evaluated on %d examples", index, trigger.describe(), len(labelled))
     settings = {
         "model": loaded.name,
         "dataset": str(getattr(dataset, "name", type(dataset).__name__)),
@@ -1248,7 +1263,14 @@ def trigger_attack(
         loaded, mine_dataset, examples=mine_examples, steps=steps, rule=rule, min_score=min_score, progress=progress
     )
     report = attack(
-        loaded, eval_dataset, patterns, top=top, control_seeds=control_seeds, seed=seed, examples=eval_examples
+        loaded,
+        eval_dataset,
+        patterns,
+        top=top,
+        control_seeds=control_seeds,
+        seed=seed,
+        examples=eval_examples,
+        progress=progress,
     )
     return patterns, report
 

@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         control_seeds=args.control_seeds,
         seed=args.seed,
         examples=args.eval_examples,
+        progress=not args.no_progress,
     )
     written = [patterns.to_parquet(out / "patterns.parquet"), report.save(out / "attack.json")]
     html_path = out / "attack.html"
