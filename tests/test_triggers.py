@@ -287,6 +287,8 @@ def test_shortcut_token_is_mined_as_the_top_trigger_and_breaks_the_other_class(s
     assert rows["positive"].accuracy_after == 1.0
     assert rows["negative"].control_accuracy_after >= 0.9  # other words at the same place do not
     assert len(rows["negative"].control_accuracies) == 3
+    assert len(report.control_tokens) == 1 and len(report.control_tokens[0]) == 3
+    assert all(len(draw) == 1 and draw != (SHORTCUT,) for draw in report.control_tokens[0])
 
 
 # ---------------------------------------------------------------------- the control
@@ -311,7 +313,9 @@ def _report() -> tr.AttackReport:
         tr.AttackOutcome(0, "neg<1>", 0, 2, 1.0, 0.0, (1.0, 0.5)),
         tr.AttackOutcome(0, "pos", 1, 2, 0.5, 1.0, ()),
     )
-    return tr.AttackReport((evil,), outcomes, ("neg<1>", "pos"), {"model": "m", "control_seeds": 2})
+    return tr.AttackReport(
+        (evil,), outcomes, ("neg<1>", "pos"), {"model": "m", "control_seeds": 2}, ((("<i>",), ("x",)),)
+    )
 
 
 def test_report_json_has_exactly_the_cli_schema(tmp_path):
@@ -330,10 +334,12 @@ def test_report_html_is_escaped_and_frame_and_plot_work():
     report = _report()
     page = report.to_html()
     assert "<script>" not in page and "&lt;script&gt;" in page and "neg&lt;1&gt;" in page
+    assert "<i>" not in page and "&lt;i&gt; | x" in page  # the control's random draws, escaped
     assert page.startswith("<!DOCTYPE html>") and "default-src 'none'" in page
     assert not any(outside in page for outside in ("://", "src=", "href=", "<script", "<img"))  # self-contained
     frame = report.to_frame()
     assert list(frame["drop"]) == pytest.approx([0.25, 1.0, -0.5])
+    assert list(frame["control_accuracies"][0]) == [0.75, 0.5]
     figure = report.plot()
     assert len(figure.axes) == 1 and len(figure.axes[0].patches) == 9  # clean, trigger, control x 3
     patterns = tr.TriggerPatterns((_pattern((0.1, 0.03)),), ("neg", "<b>pos</b>"), {"min_score": 0.02})

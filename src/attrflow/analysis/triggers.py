@@ -939,12 +939,14 @@ class AttackReport:
         outcomes: one :class:`AttackOutcome` per trigger and gold label, plus ``"all"``.
         label_names: the name of each class index.
         settings: model, dataset, number of examples, control seeds, seed, ratio, ...
+        control_tokens: for each trigger, the random word-pieces of each control seed (in seed order).
     """
 
     triggers: tuple[Trigger, ...]
     outcomes: tuple[AttackOutcome, ...]
     label_names: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
+    control_tokens: tuple[tuple[tuple[str, ...], ...], ...] = ()
 
     def label_name(self, index: int) -> str:
         """Name of class ``index`` (the index itself when no names are known)."""
@@ -983,7 +985,8 @@ class AttackReport:
         return target
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per trigger and gold label: accuracies before, after, after the random control, and drops."""
+        """One row per trigger and gold label: accuracies before, after, after the random control (mean, std and
+        one value per seed), and the drops."""
         import pandas as pd
 
         rows = []
@@ -1001,6 +1004,7 @@ class AttackReport:
                     "accuracy_after": o.accuracy_after,
                     "control_accuracy_after": o.control_accuracy_after,
                     "control_std": o.control_std,
+                    "control_accuracies": list(o.control_accuracies),
                     "drop": o.accuracy_before - o.accuracy_after,
                     "control_drop": o.accuracy_before - o.control_accuracy_after,
                 }
@@ -1040,15 +1044,20 @@ class AttackReport:
         trigger_rows = []
         for index, trigger in enumerate(self.triggers):
             source = _source_html(trigger.source_tokens, trigger.source_indices) if trigger.source_tokens else ""
+            draws = self.control_tokens[index] if index < len(self.control_tokens) else ()
+            random_tokens = " | ".join(" ".join(tokens) for tokens in draws) or "—"
             trigger_rows.append(
                 f"<tr><td>#{index}</td><td><b>{_esc(' '.join(trigger.tokens))}</b></td>"
                 f"<td>{_esc(trigger.describe())}</td><td>{_num(trigger.score)}</td>"
-                f"<td>{_esc(self.label_name(trigger.label))}</td><td>{source}</td></tr>"
+                f"<td>{_esc(self.label_name(trigger.label))}</td><td>{source}</td><td>{_esc(random_tokens)}</td></tr>"
             )
         result_rows = []
         for o in self.outcomes:
             control = (
-                f"{_bar(o.control_accuracy_after, '#1f77b4')} ± {_num(o.control_std)}" if o.control_accuracies else "—"
+                f"{_bar(o.control_accuracy_after, '#1f77b4')} ± {_num(o.control_std)}"
+                f"<br><small>{_esc(' '.join(f'{a:.3f}' for a in o.control_accuracies))}</small>"
+                if o.control_accuracies
+                else "—"
             )
             result_rows.append(
                 f"<tr><td>#{o.trigger} {_esc(' '.join(self.triggers[o.trigger].tokens))}</td><td>{_esc(o.label)}</td>"
@@ -1066,10 +1075,11 @@ class AttackReport:
         )
         body = (
             intro + "<h2>Triggers</h2><table><thead><tr><th></th><th>tokens</th><th>token@segment:position</th>"
-            "<th>score</th><th>source predicted</th><th>source example (trigger tokens marked)</th></tr></thead>"
+            "<th>score</th><th>source predicted</th><th>source example (trigger tokens marked)</th>"
+            "<th>random control draws</th></tr></thead>"
             "<tbody>" + "".join(trigger_rows) + "</tbody></table>"
             "<h2>Accuracy</h2><table><thead><tr><th>trigger</th><th>gold label</th><th>n</th><th>clean</th>"
-            "<th>with trigger</th><th>random tokens</th></tr></thead><tbody>"
+            "<th>with trigger</th><th>random tokens (mean ± std; per seed)</th></tr></thead><tbody>"
             + "".join(result_rows)
             + "</tbody></table>"
         )
@@ -1211,14 +1221,19 @@ def attack(
 
     allowed = _control_vocabulary(loaded) if control else np.zeros(0, dtype=np.int64)
     outcomes: list[AttackOutcome] = []
+    control_tokens: list[tuple[tuple[str, ...], ...]] = []
     with contextlib.closing(bar):
         before = predict(None)
         for index, trigger in enumerate(triggers):
             after = predict(trigger)
             controls = []
+            draws = []
             if control:
                 for c in range(control_seeds):
-                    controls.append(predict(_control_trigger(loaded, trigger, allowed, (seed, index, c))))
+                    random_trigger = _control_trigger(loaded, trigger, allowed, (seed, index, c))
+                    draws.append(random_trigger.tokens)
+                    controls.append(predict(random_trigger))
+            control_tokens.append(tuple(draws))
             outcomes.extend(_accuracies(index, labels, before, after, controls, names))
             logger.info("trigger #%d %s evaluated on %d examples", index, trigger.describe(), len(labelled))
     settings = {
@@ -1232,7 +1247,7 @@ def attack(
         "control_seeds": control_seeds if control else 0,
         "seed": seed,
     }
-    return AttackReport(tuple(triggers), tuple(outcomes), names, settings)
+    return AttackReport(tuple(triggers), tuple(outcomes), names, settings, tuple(control_tokens))
 
 
 def trigger_attack(
