@@ -253,6 +253,15 @@ def test_examples_and_min_tokens_select_the_mined_examples(tiny):
     assert mined.settings["examples"] == 4 and mined.settings["mined"] == 2
 
 
+def test_random_sample_is_seeded_and_keeps_dataset_positions(tiny):
+    mined = tr.mine_patterns(tiny, MINING_DATA, examples=3, sample="random", seed=3, steps=2, progress=False)
+    expected = sorted(np.random.default_rng(3).choice(len(MINING_DATA), size=3, replace=False).tolist())
+    assert sorted(p.example_id for p in mined.patterns) == expected
+    assert mined.settings["sample"] == "random" and mined.settings["seed"] == 3
+    with pytest.raises(InvalidInputError, match="sample"):
+        tr.mine_patterns(tiny, MINING_DATA, sample="shuffled", progress=False)
+
+
 def test_ray_needs_a_model_it_can_load_by_name(tiny):
     with pytest.raises(InvalidInputError, match="name or a checkpoint directory"):
         tr.mine_patterns(tiny, MINING_DATA, engine="ray", progress=False)

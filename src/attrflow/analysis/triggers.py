@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +54,7 @@ __all__ = [
     "AttackReport",
     "Pattern",
     "PatternMiningTask",
+    "Sample",
     "Trigger",
     "TriggerPatterns",
     "attack",
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+Sample = Literal["first", "random"]
 
 DEFAULT_MIN_SCORE = 0.02
 """Patterns whose summed score is below this are not used as triggers (the official ``pattern_threshold``)."""
@@ -756,6 +759,8 @@ def mine_patterns(
     dataset: Sequence[Any],
     *,
     examples: int | None = 500,
+    sample: Sample = "first",
+    seed: int = 0,
     steps: int = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     min_score: float = DEFAULT_MIN_SCORE,
@@ -767,7 +772,7 @@ def mine_patterns(
     batch_size: int = 8,
     progress: bool = True,
 ) -> TriggerPatterns:
-    """Mine the strongest attention pattern of each of the first ``examples`` examples (Hao et al. 2021, §5).
+    """Mine the strongest attention pattern of each of ``examples`` examples (Hao et al. 2021, §5).
 
     Per example: target = the predicted class; self-attention attribution of every layer (``[L, H, n, n]``);
     the single head holding the largest entry; that head's two largest ``(query, key)`` entries with their
@@ -782,7 +787,10 @@ def mine_patterns(
             workers load their own replica, so the model must be a name or path (or a Model loaded from one).
         dataset: a sequence of examples with ``.text``, ``.text_pair`` (or None) and ``.label`` (int), e.g.
             from :func:`attrflow.load_dataset`; ``dataset.label_names`` names the classes when present.
-        examples: how many examples from the start of the dataset (official: 500); None for all.
+        examples: how many examples (official: 500); None for all.
+        sample: ``"first"`` takes the first ``examples`` (the official scripts); ``"random"`` draws them without
+            replacement with ``seed`` (kept in dataset order) — use it when the dataset is sorted, e.g. by label.
+        seed: seed of the ``"random"`` sample.
         steps: quadrature points of the attribution.
         rule: quadrature rule (``"riemann-left"`` = the official code).
         min_score: summed score a pattern needs to become a trigger (official: 0.02).
@@ -798,6 +806,8 @@ def mine_patterns(
         The :class:`TriggerPatterns`, strongest first.
     """
     _positive("examples", examples, allow_none=True)
+    if sample not in get_args(Sample):
+        raise InvalidInputError(f"sample must be one of {', '.join(get_args(Sample))}; got {sample!r}")
     if not isinstance(min_tokens, int) or min_tokens < 0:
         raise InvalidInputError(f"min_tokens must be a whole number >= 0, got {min_tokens!r}")
     if not math.isfinite(min_score):
@@ -816,13 +826,17 @@ def mine_patterns(
         task = PatternMiningTask(loaded, steps=steps, rule=rule)
 
     count = len(dataset) if examples is None else min(examples, len(dataset))
-    positions = list(range(count))
+    if sample == "first":
+        positions = list(range(count))
+    else:
+        drawn = np.random.default_rng(seed).choice(len(dataset), size=count, replace=False)
+        positions = sorted(int(p) for p in drawn)
     if min_tokens:
         limit = loaded.max_length()
         positions = [
             p for p in positions if len(_tokenize(loaded.tokenizer, *_texts(dataset[p]), limit).input_ids) >= min_tokens
         ]
-        logger.info("%d of the first %d examples have >= %d tokens", len(positions), count, min_tokens)
+        logger.info("%d of the %d examples have >= %d tokens", len(positions), count, min_tokens)
     subset = _Subset(dataset, positions)
 
     with contextlib.ExitStack() as stack:
@@ -844,6 +858,8 @@ def mine_patterns(
         "min_score": float(min_score),
         "min_tokens": min_tokens,
         "examples": count,
+        "sample": sample,
+        "seed": seed if sample == "random" else None,
         "mined": len(patterns),
         "dataset": str(getattr(dataset, "name", type(dataset).__name__)),
         "split": getattr(dataset, "split", None),
@@ -1256,6 +1272,7 @@ def trigger_attack(
     eval_dataset: Sequence[Any],
     *,
     mine_examples: int | None = 500,
+    sample: Sample = "first",
     eval_examples: int | None = None,
     top: int = 3,
     steps: int = DEFAULT_STEPS,
@@ -1267,15 +1284,25 @@ def trigger_attack(
 ) -> tuple[TriggerPatterns, AttackReport]:
     """Mine patterns on ``mine_dataset`` and attack ``eval_dataset`` with the ``top`` triggers, in one call.
 
-    A small version (``mine_examples=40, eval_examples=200, top=1, steps=4``) takes well under a minute on a CPU
-    for the built-in models; see :func:`mine_patterns` and :func:`attack` for the options.
+    A small version for a demo, ``mine_examples=40, sample="random", eval_examples=200, top=1,
+    control_seeds=3``, costs 40 attributions and 1,000 classifications (the built-in tweets are sorted by label,
+    hence the random sample). See :func:`mine_patterns` and :func:`attack` for the options; ``seed`` seeds both
+    the sample and the control.
 
     Returns:
         ``(patterns, report)``.
     """
     loaded = _as_model(model)
     patterns = mine_patterns(
-        loaded, mine_dataset, examples=mine_examples, steps=steps, rule=rule, min_score=min_score, progress=progress
+        loaded,
+        mine_dataset,
+        examples=mine_examples,
+        sample=sample,
+        seed=seed,
+        steps=steps,
+        rule=rule,
+        min_score=min_score,
+        progress=progress,
     )
     report = attack(
         loaded,

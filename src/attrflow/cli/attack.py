@@ -40,7 +40,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=positive_int,
         default=500,
         metavar="N",
-        help="mine the first N examples of the split (default: 500, as the paper)",
+        help="mine N examples of the split (default: 500, as the paper)",
+    )
+    parser.add_argument(
+        "--mine-sample",
+        choices=("first", "random"),
+        default="first",
+        help="mine the first N examples (as the official scripts; default) or N drawn at random with --seed "
+        "(for datasets sorted by label, such as the built-in tweets)",
     )
     parser.add_argument("--eval-split", default="test", help="split to attack (default: test)")
     parser.add_argument(
@@ -81,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="random-token draws per trigger (default: 5)",
     )
     parser.add_argument("--no-control", action="store_true", help="skip the random-token control")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random control (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random control and of --mine-sample random (default: 0)"
+    )
     add_run_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -103,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         model,
         mine_data,
         examples=args.mine_examples,
+        sample=args.mine_sample,
+        seed=args.seed,
         steps=args.steps,
         rule=args.rule,
         min_score=args.min_score,
