@@ -51,6 +51,14 @@ _EXPORTS: dict[str, str] = {
     "Dataset": "attrflow.data",
     "Example": "attrflow.data",
     "load_dataset": "attrflow.data",
+    "mine_patterns": "attrflow.analysis.triggers",
+    "attack": "attrflow.analysis.triggers",
+    "trigger_attack": "attrflow.analysis.triggers",
+    "insert_trigger": "attrflow.analysis.triggers",
+    "TriggerPatterns": "attrflow.analysis.triggers",
+    "Pattern": "attrflow.analysis.triggers",
+    "Trigger": "attrflow.analysis.triggers",
+    "AttackReport": "attrflow.analysis.triggers",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -59,6 +67,16 @@ if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.tree import AttributionTree, attribution_tree
     from attrflow.data import Dataset, Example, load_dataset
+    from attrflow.analysis.triggers import (
+        AttackReport,
+        Pattern,
+        Trigger,
+        TriggerPatterns,
+        attack,
+        insert_trigger,
+        mine_patterns,
+        trigger_attack,
+    )
     from attrflow.errors import (
         AttrflowError,
         InvalidInputError,
