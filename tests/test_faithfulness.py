@@ -244,7 +244,7 @@ def test_resume_and_batch_size_do_not_change_results(bert, run_report, tmp_path)
 
 
 def test_report_options_exclude_special_and_nan_policy(bert, run_report):
-    report, out = run_report
+    _, out = run_report
     excluded = FaithfulnessReport.from_run(out, exclude_special=True)
     example = DATA[1]
     flow = attrflow.flow_scores(bert, example.text, layer=2)[1:-1]

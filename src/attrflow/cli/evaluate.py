@@ -68,6 +68,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compute Spearman over non-special tokens only (default: all tokens)",
     )
     parser.add_argument(
+        "--nan-policy",
+        choices=("omit", "zero"),
+        default="omit",
+        help="undefined correlations (constant scores): omit them (default) or count them as 0 (official code)",
+    )
+    parser.add_argument(
+        "--replacement",
+        choices=("unk", "mask"),
+        default="unk",
+        help="token that blank-out puts in place (default: unk, the paper)",
+    )
+    parser.add_argument(
         "--removal",
         choices=("delete", "unk", "mask"),
         default="delete",
@@ -121,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         bins=args.bins,
         removal=args.removal,
         exclude_special=args.exclude_special,
+        nan_policy=args.nan_policy,
+        replacement=args.replacement,
         steps=args.steps,
         rule=args.rule,
         device=args.device,
