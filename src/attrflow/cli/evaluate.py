@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from attrflow.analysis.faithfulness import faithfulness
-    from attrflow.data import load_dataset  # type: ignore[attr-defined]
+    from attrflow.data import load_dataset
     from attrflow.errors import MissingDependencyError
 
     if args.threads is not None:
