@@ -60,7 +60,7 @@ def agreement_shaped() -> attrflow.Model:
 
 def sentences(count: int, model: attrflow.Model) -> list[str]:
     rng = random.Random(0)
-    if model.name == "agreement":
+    if "agreement" in model.name:
         data = attrflow.load_dataset("agreement", split="test")
         return [data[i].text for i in range(count)]
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) for _ in range(count)]

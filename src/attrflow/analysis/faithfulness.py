@@ -466,6 +466,7 @@ class FaithfulnessTask(DatasetTask):
         self.options = options
         self.score_batch_size = score_batch_size
         self._model: Model | None = model if isinstance(model, Model) else None
+        self._warned = False
 
     @property
     def name(self) -> str:
@@ -527,7 +528,10 @@ class FaithfulnessTask(DatasetTask):
 
         assert self._model is not None
         record = _evaluate(self._model, example, self.options, self._layers, self.score_batch_size)
-        if "gradient" in self.options.scored and record["gradient_cancellation"] < CANCELLATION_THRESHOLD:
+        noise = "gradient" in self.options.scored and record["gradient_cancellation"] < CANCELLATION_THRESHOLD
+        if noise and not self._warned:
+            # once per worker: the registry that would deduplicate warnings is reset by every catch_warnings()
+            self._warned = True
             warn_cancellation()
         return record
 
@@ -777,7 +781,17 @@ def quick_faithfulness(
     examples: int = 16,
     progress: bool = False,
 ) -> FaithfulnessReport:
-    """A small, fast evaluation for demos: raw attention, rollout and flow against blank-out and the gradient
-    (Spearman per layer), with AOPC for those and gradient × input, on the first ``examples`` examples.
-    No quadrature, so a few seconds on a small model; print ``report.summary()``."""
-    return faithfulness(model, dataset, methods=QUICK_METHODS, examples=examples, progress=progress)
+    """A small, fast evaluation for demos: raw attention, rollout and flow against blank-out and the gradient's
+    L2 norm (Spearman per layer), with AOPC for those and gradient × input, on the first ``examples`` examples.
+    No quadrature, so a few seconds on a small model; print ``report.summary()``.
+
+    The L2 norm replaces the paper's summed gradient, which is rounding noise for LayerNorm models (see
+    :mod:`attrflow.methods.gradients`)."""
+    return faithfulness(
+        model,
+        dataset,
+        methods=QUICK_METHODS,
+        references=("blankout", "gradient_l2"),
+        examples=examples,
+        progress=progress,
+    )
