@@ -321,3 +321,12 @@ def test_cli_evaluate_writes_the_report(tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads((out / "faithfulness.json").read_text())["spearman"] == summary["spearman"]
     assert attrflow.open_run(out / "run").num_done == 3
+
+
+def test_quick_faithfulness_for_the_demo(bert):
+    from attrflow.analysis.faithfulness import QUICK_METHODS, quick_faithfulness
+
+    report = quick_faithfulness(bert, TEXTS, examples=2)
+    assert report.num_examples == 2 and report.references == ("blankout", "gradient_l2")
+    assert report.aopc_methods == (*QUICK_METHODS, "blankout", "gradient_l2")
+    assert "Spearman with blankout" in report.summary()
