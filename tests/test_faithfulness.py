@@ -268,6 +268,8 @@ def test_examples_selection_and_bad_options(bert):
         attrflow.faithfulness(bert, TEXTS, references=("flow",))
     with pytest.raises(InvalidInputError, match="ray"):
         attrflow.faithfulness(bert, TEXTS, engine="ray")
+    with pytest.raises(InvalidInputError, match="ig_steps"):
+        attrflow.faithfulness(bert, TEXTS, ig_steps=0)
     with pytest.raises(InvalidInputError, match="outside"):
         attrflow.faithfulness(bert, TEXTS, examples=[7])
     with pytest.raises(InvalidInputError, match="out of range"):

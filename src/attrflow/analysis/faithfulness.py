@@ -323,6 +323,7 @@ class _Options:
     aopc_layer: int
     steps: int
     rule: Rule
+    ig_steps: int
 
     @property
     def scored(self) -> tuple[str, ...]:
@@ -399,7 +400,7 @@ def _evaluate(model: Model, example: Any, options: _Options, layers: tuple[int, 
     single: dict[str, torch.Tensor] = {}
     gradient_methods = {"gradient", "gradient_l2", "gradient_x_input", "integrated_gradients"} & set(options.single)
     if gradient_methods:
-        steps = options.steps if "integrated_gradients" in gradient_methods else 0
+        steps = options.ig_steps if "integrated_gradients" in gradient_methods else 0
         grads = embedding_gradients(model, encoding, target=target, steps=steps, rule=options.rule)
         single["gradient"] = grads.gradient
         single["gradient_l2"] = grads.gradient_l2
@@ -596,6 +597,7 @@ def _options(
     aopc_layer: int,
     steps: int,
     rule: Rule,
+    ig_steps: int | None = None,
 ) -> _Options:
     chosen = tuple(dict.fromkeys(methods))
     unknown = [m for m in chosen if m not in METHODS]
@@ -616,8 +618,9 @@ def _options(
     _choice("replacement", replacement, Replacement)
     if rule not in RULES:
         raise InvalidInputError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InvalidInputError(f"steps must be a whole number >= 1, got {steps!r}")
+    for name, value in (("steps", steps), ("ig_steps", ig_steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise InvalidInputError(f"{name} must be a whole number >= 1, got {value!r}")
     if isinstance(aopc_layer, bool) or not isinstance(aopc_layer, (int, np.integer)):
         raise InvalidInputError(f"aopc_layer must be an integer, got {aopc_layer!r}")
     if layers == "all":
@@ -641,6 +644,7 @@ def _options(
         replacement=replacement,
         aopc_layer=int(aopc_layer),
         steps=int(steps),
+        ig_steps=int(steps if ig_steps is None else ig_steps),
         rule=rule,
     )
 
@@ -665,6 +669,7 @@ def faithfulness(
     nan_policy: NanPolicy = "omit",
     steps: int = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
+    ig_steps: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     engine: Engine = "local",
     address: str | None = None,
@@ -712,7 +717,11 @@ def faithfulness(
             paper). Does not change what is computed per example, so it can differ between reports of one run.
         nan_policy: an undefined correlation (a constant score vector): ``"omit"`` it from mean and std
             (default), or count it as ``"zero"`` (the official code). Also a report-time choice.
-        steps, rule: quadrature of ``attattr`` and ``integrated_gradients``.
+        steps, rule: quadrature of ``attattr`` and ``integrated_gradients`` (shared with
+            :func:`attrflow.attribute`).
+        ig_steps: quadrature points of ``integrated_gradients`` when they should differ from ``steps``: the
+            path from the zero embedding can cross a sharp transition (measured on the agreement model: 8 points
+            leave a median completeness gap of 0.03 but 0.9 at the 90th percentile; 64 points close it).
         out_dir: the resumable run directory (Parquet, one record per example); default a temporary one.
         engine, address, num_workers, batch_size, progress: as for :func:`attrflow.runner.run_dataset`.
         device: torch device of the model when it is loaded from a name or path.
@@ -736,6 +745,7 @@ def faithfulness(
         aopc_layer,
         steps,
         rule,
+        ig_steps,
     )
     if isinstance(model, nn.Module):
         model = load_model(model)

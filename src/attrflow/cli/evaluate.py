@@ -95,6 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="quadrature points of AttAttr and IG")
     parser.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help="quadrature rule of AttAttr and IG")
+    parser.add_argument(
+        "--ig-steps",
+        type=positive_int,
+        default=None,
+        help="quadrature points of integrated gradients when they should differ from --steps",
+    )
     parser.add_argument("--no-figures", action="store_true", help="write no PNG figures (no matplotlib needed)")
     parser.add_argument(
         "--threads",
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         replacement=args.replacement,
         steps=args.steps,
         rule=args.rule,
+        ig_steps=args.ig_steps,
         device=args.device,
         **options,
     )
