@@ -250,6 +250,15 @@ def test_report_options_exclude_special_and_nan_policy(bert, run_report):
     flow = attrflow.flow_scores(bert, example.text, layer=2)[1:-1]
     blank = attrflow.blankout_scores(bert, example.text, target=example.label)[1:-1]
     assert excluded.spearman["blankout"]["flow"][1, 2] == pytest.approx(spearman(flow, blank), abs=1e-6)
+    # signed methods are correlated on their magnitudes by default, like the references
+    attattr = attrflow.attattr_scores(bert, example.text, target=example.label, steps=4, layer=1)
+    blank_all = attrflow.blankout_scores(bert, example.text, target=example.label)
+    signed = FaithfulnessReport.from_run(out, magnitude=False)
+    magnitude = FaithfulnessReport.from_run(out)
+    assert signed.spearman["blankout"]["attattr"][1, 1] == pytest.approx(spearman(attattr, blank_all), abs=1e-6)
+    assert magnitude.spearman["blankout"]["attattr"][1, 1] == pytest.approx(
+        spearman(attattr.abs(), blank_all), abs=1e-6
+    )
     zero = FaithfulnessReport.from_run(out, exclude_special=True, nan_policy="zero")
     # "i film" has two content tokens: their correlations are ±1 or undefined; zero counts the undefined ones
     values = excluded.spearman["blankout"]["attention"]

@@ -667,6 +667,7 @@ def faithfulness(
     aopc_layer: int = -1,
     exclude_special: bool = False,
     nan_policy: NanPolicy = "omit",
+    magnitude: bool = True,
     steps: int = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     ig_steps: int | None = None,
@@ -717,6 +718,8 @@ def faithfulness(
             paper). Does not change what is computed per example, so it can differ between reports of one run.
         nan_policy: an undefined correlation (a constant score vector): ``"omit"`` it from mean and std
             (default), or count it as ``"zero"`` (the official code). Also a report-time choice.
+        magnitude: Spearman of the signed methods (``attattr``, ``integrated_gradients``) on their magnitudes
+            ``|s|``, like the references (default); False uses the signed scores. A report-time choice.
         steps, rule: quadrature of ``attattr`` and ``integrated_gradients`` (shared with
             :func:`attrflow.attribute`).
         ig_steps: quadrature points of ``integrated_gradients`` when they should differ from ``steps``: the
@@ -766,7 +769,7 @@ def faithfulness(
         "progress": progress,
     }
     _choice("nan_policy", nan_policy, NanPolicy)
-    report_options = {"exclude_special": bool(exclude_special), "nan_policy": nan_policy}
+    report_options = {"exclude_special": bool(exclude_special), "nan_policy": nan_policy, "magnitude": magnitude}
     name = _dataset_name(dataset)
     if out_dir is not None:
         run = run_dataset(task, subset, out_dir=out_dir, **run_kwargs)  # type: ignore[arg-type]

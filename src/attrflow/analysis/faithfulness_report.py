@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["FaithfulnessReport"]
 
 LAYERWISE = ("attention", "rollout", "flow", "attattr")
+# methods whose scores carry a sign (support or oppose the explained class)
+SIGNED = ("attattr", "integrated_gradients")
 JSON_FILE = "faithfulness.json"
 REPORT_FILE = "faithfulness.safetensors"
 HTML_FILE = "faithfulness.html"
@@ -118,6 +120,7 @@ class FaithfulnessReport:
         *,
         exclude_special: bool = False,
         nan_policy: str = "omit",
+        magnitude: bool = True,
         dataset: str | None = None,
     ) -> FaithfulnessReport:
         """Aggregate a faithfulness run directory (see :func:`attrflow.faithfulness`) into a report.
@@ -128,6 +131,9 @@ class FaithfulnessReport:
             exclude_special: Spearman over the non-special tokens only.
             nan_policy: ``"omit"`` undefined correlations (constant score vectors) from mean and std, or count
                 them as ``"zero"`` like the official code.
+            magnitude: correlate the magnitudes ``|s|`` of the signed methods (``attattr``,
+                ``integrated_gradients``) with the references, which are magnitudes themselves (``|Δp|``,
+                ``|∂F/∂e|``); False correlates the signed scores. AOPC always ranks by the signed score.
             dataset: a name for the dataset, recorded in ``settings``.
         """
         if nan_policy not in ("omit", "zero"):
@@ -156,8 +162,14 @@ class FaithfulnessReport:
             return np.stack([np.asarray(row, dtype=np.float64) for row in cell])
 
         reference_scores = {r: [np.asarray(v, dtype=np.float64) for v in frame[f"scores.{r}"]] for r in references}
-        per_layer = {m: [layer_matrix(v) for v in frame[f"scores.{m}"]] for m in layerwise}
-        single_scores = {m: [np.asarray(v, dtype=np.float64) for v in frame[f"scores.{m}"]] for m in singles}
+
+        def prepared(method: str, values: np.ndarray) -> np.ndarray:
+            return np.abs(values) if magnitude and method in SIGNED else values
+
+        per_layer = {m: [prepared(m, layer_matrix(v)) for v in frame[f"scores.{m}"]] for m in layerwise}
+        single_scores = {
+            m: [prepared(m, np.asarray(v, dtype=np.float64)) for v in frame[f"scores.{m}"]] for m in singles
+        }
         spearman_tables: dict[str, dict[str, np.ndarray]] = {}
         token_tables: dict[str, dict[str, np.ndarray]] = {}
         for reference in references:
@@ -206,6 +218,7 @@ class FaithfulnessReport:
             "dataset": dataset,
             "exclude_special": bool(exclude_special),
             "nan_policy": nan_policy,
+            "magnitude": bool(magnitude),
             "num_examples": E,
             "gradient_rounding_noise": _noise_fraction(frame),
             "targets_from_label": int(np.sum(frame["target"].to_numpy() == frame["label"].to_numpy())) if E else 0,
