@@ -37,6 +37,7 @@ from scipy import stats
 
 import attrflow
 from attrflow.analysis.faithfulness import METHODS, _evaluate, _options, spearman
+from attrflow.methods.attribution import DEFAULT_RULE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.tiny_models import WORDS, word_tokenizer
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="built-in name or checkpoint (default: agreement-shaped)")
     parser.add_argument("--examples", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8, help="quadrature points of (b)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = attrflow.load_model(args.model) if args.model else agreement_shaped()
@@ -167,7 +168,7 @@ def main() -> None:
     bins = tuple(k / 10 for k in range(1, 11))
     layers = tuple(range(model.num_layers))
     configurations = [(m,) for m in METHODS] + [METHODS]
-    print("\n(d) per-example cost of the protocol (each line also computes its references and AOPC)")
+    print("\n(d) per-example cost of the protocol, steps=auto (each line also computes its reference and AOPC)")
     per_method = {}
     for methods in configurations:
         references = ("blankout",) if methods[0] != "blankout" else ("gradient_l2",)
@@ -183,8 +184,8 @@ def main() -> None:
             "delete",
             "unk",
             -1,
-            args.steps,
-            "gauss-legendre",
+            "auto",
+            DEFAULT_RULE,
         )
         _evaluate(model, texts[0], options, layers, 64)
         start = time.perf_counter()

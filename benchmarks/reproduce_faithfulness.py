@@ -30,6 +30,7 @@ import torch
 import attrflow
 import attrflow.analysis.faithfulness
 from attrflow.analysis.faithfulness_report import FaithfulnessReport
+from attrflow.cli._common import steps_value
 
 # Abnar & Zuidema (2020), Tables 1 and 2 (verb agreement, 2000 examples): (mean, std) per layer L1..L6
 PAPER_TABLES = {
@@ -144,14 +145,16 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=None)
     parser.add_argument("--reduction", choices=("cls", "max", "mean"), default=None, help="override the reduction")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=16, help="AttAttr quadrature points")
-    parser.add_argument("--ig-steps", type=int, default=64, help="integrated-gradients quadrature points")
+    parser.add_argument("--steps", type=steps_value, default="auto", help="AttAttr quadrature points (or auto)")
+    parser.add_argument("--ig-steps", type=steps_value, default="auto", help="integrated gradients (or auto)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     setup = SETUPS[args.setup]
     torch.set_num_threads(args.threads)
     model = args.model or setup["model"]
     dataset = attrflow.load_dataset(setup["data"], split="test")
+    run_dir = args.out / "run"
+    done_before = attrflow.open_run(run_dir).num_done if (run_dir / "run.json").is_file() else 0
     start = time.perf_counter()
     report = attrflow.faithfulness(
         model,
@@ -162,13 +165,14 @@ def main() -> None:
         references=setup["references"],
         steps=args.steps,
         ig_steps=args.ig_steps,
-        out_dir=args.out / "run",
+        out_dir=run_dir,
         progress=not args.no_progress,
     )
     elapsed = time.perf_counter() - start
     report.save(args.out)
     print(report.summary())
-    print(f"\n{report.num_examples} examples in {elapsed / 60:.1f} min (this call; 0 if the run was already complete)")
+    computed = report.num_examples - done_before
+    print(f"\n{computed} examples computed in {elapsed / 60:.1f} min ({done_before} were stored already)")
     paper = PAPER_TABLES if args.setup == "agreement" else {}
     for reference in report.references:
         print(f"\n### Spearman with {reference} ({args.reduction or setup['reduction']} reduction)\n")

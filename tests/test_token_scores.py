@@ -273,3 +273,17 @@ def test_model_is_unchanged_after_gradients(bert):
         assert all(p.grad is None for p in hf.parameters())
     finally:
         hf.eval()
+
+
+def test_integrated_gradients_auto_refines_until_the_gap_is_small(bert64):
+    loose = embedding_gradients(bert64, TEXT, target=0, tolerance=1.0)
+    assert loose.steps == 8
+    tight = embedding_gradients(bert64, TEXT, target=0, tolerance=1e-7)
+    assert tight.steps > 8
+    assert abs(tight.completeness_gap) <= 1e-7 or tight.steps == 128
+    assert abs(tight.completeness_gap) < abs(loose.completeness_gap)
+    # the end points of Gauss–Lobatto come from the shared α = 0 and α = 1 rows: same as a fixed run
+    fixed = embedding_gradients(bert64, TEXT, target=0, steps=tight.steps)
+    torch.testing.assert_close(tight.integrated_gradients, fixed.integrated_gradients)
+    with pytest.raises(InvalidInputError, match="steps"):
+        attrflow.integrated_gradients(bert64, TEXT, steps=0)

@@ -321,9 +321,9 @@ class _Options:
     removal: Removal
     replacement: Replacement
     aopc_layer: int
-    steps: int
+    steps: int | Literal["auto"]
     rule: Rule
-    ig_steps: int
+    ig_steps: int | Literal["auto"]
 
     @property
     def scored(self) -> tuple[str, ...]:
@@ -595,9 +595,9 @@ def _options(
     removal: Removal,
     replacement: Replacement,
     aopc_layer: int,
-    steps: int,
+    steps: int | Literal["auto"],
     rule: Rule,
-    ig_steps: int | None = None,
+    ig_steps: int | Literal["auto"] | None = None,
 ) -> _Options:
     chosen = tuple(dict.fromkeys(methods))
     unknown = [m for m in chosen if m not in METHODS]
@@ -619,8 +619,10 @@ def _options(
     if rule not in RULES:
         raise InvalidInputError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     for name, value in (("steps", steps), ("ig_steps", ig_steps)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise InvalidInputError(f"{name} must be a whole number >= 1, got {value!r}")
+        if value is None or value == "auto":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidInputError(f"{name} must be 'auto' or a whole number >= 1, got {value!r}")
     if isinstance(aopc_layer, bool) or not isinstance(aopc_layer, (int, np.integer)):
         raise InvalidInputError(f"aopc_layer must be an integer, got {aopc_layer!r}")
     if layers == "all":
@@ -643,10 +645,14 @@ def _options(
         removal=removal,
         replacement=replacement,
         aopc_layer=int(aopc_layer),
-        steps=int(steps),
-        ig_steps=int(steps if ig_steps is None else ig_steps),
+        steps=_steps(steps),
+        ig_steps=_steps(steps if ig_steps is None else ig_steps),
         rule=rule,
     )
+
+
+def _steps(value: int | Literal["auto"]) -> int | Literal["auto"]:
+    return "auto" if value == "auto" else int(value)
 
 
 def faithfulness(
@@ -668,9 +674,9 @@ def faithfulness(
     exclude_special: bool = False,
     nan_policy: NanPolicy = "omit",
     magnitude: bool = True,
-    steps: int = DEFAULT_STEPS,
+    steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
-    ig_steps: int | None = None,
+    ig_steps: int | Literal["auto"] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     engine: Engine = "local",
     address: str | None = None,
@@ -721,10 +727,11 @@ def faithfulness(
         magnitude: Spearman of the signed methods (``attattr``, ``integrated_gradients``) on their magnitudes
             ``|s|``, like the references (default); False uses the signed scores. A report-time choice.
         steps, rule: quadrature of ``attattr`` and ``integrated_gradients`` (shared with
-            :func:`attrflow.attribute`).
+            :func:`attrflow.attribute`); ``"auto"`` (default) refines each until its completeness gap is
+            below 1e-3 (AttAttr per layer up to 32 points, integrated gradients up to 128).
         ig_steps: quadrature points of ``integrated_gradients`` when they should differ from ``steps``: the
-            path from the zero embedding can cross a sharp transition (measured on the agreement model: 8 points
-            leave a median completeness gap of 0.03 but 0.9 at the 90th percentile; 64 points close it).
+            path from the zero embedding can cross a sharp transition (measured on the agreement model with 8
+            Gauss–Legendre points: median completeness gap 0.03, 0.9 at the 90th percentile).
         out_dir: the resumable run directory (Parquet, one record per example); default a temporary one.
         engine, address, num_workers, batch_size, progress: as for :func:`attrflow.runner.run_dataset`.
         device: torch device of the model when it is loaded from a name or path.

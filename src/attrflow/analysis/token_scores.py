@@ -256,7 +256,7 @@ def attattr_scores(
     *,
     target: int | None = None,
     layer: int | None = None,
-    steps: int = DEFAULT_STEPS,
+    steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     batch_size: int | None = None,
 ) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from attrflow.cli._common import add_model_option, positive_int
+from attrflow.cli._common import add_model_option, positive_int, steps_value
 from attrflow.cli._run_options import add_run_arguments, run_options
 
 
@@ -93,11 +93,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="AOPC fractions of tokens (default: 0.1 0.2 ... 1.0)",
     )
-    parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="quadrature points of AttAttr and IG")
+    parser.add_argument(
+        "--steps",
+        type=steps_value,
+        default=DEFAULT_STEPS,
+        help=f"quadrature points of AttAttr and IG, or 'auto': refine until the completeness gap is below 1e-3 "
+        f"(default: {DEFAULT_STEPS})",
+    )
     parser.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help="quadrature rule of AttAttr and IG")
     parser.add_argument(
         "--ig-steps",
-        type=positive_int,
+        type=steps_value,
         default=None,
         help="quadrature points of integrated gradients when they should differ from --steps",
     )
