@@ -29,7 +29,7 @@ import torch
 
 import attrflow
 import attrflow.analysis.faithfulness
-from attrflow.analysis.faithfulness_report import FaithfulnessReport
+from attrflow.analysis.faithfulness_report import SIGNED, FaithfulnessReport
 from attrflow.cli._common import steps_value
 
 # Abnar & Zuidema (2020), Tables 1 and 2 (verb agreement, 2000 examples): (mean, std) per layer L1..L6
@@ -120,12 +120,15 @@ def subject_hits(run_dir: Path, dataset: attrflow.Dataset, report: FaithfulnessR
                 if method in report.methods
                 else (np.asarray(scores, dtype=float)[None, :])
             )
+            if method in SIGNED:  # as in the Spearman tables: the magnitude says how much a token matters
+                matrix = np.abs(matrix)
             top = content[np.argmax(matrix[:, content], axis=1)]
             hits[method] += top == subject
     for method in methods:
         rows[method] = hits[method] / max(usable, 1)
     lines = [
-        f"Share of the {usable} sentences whose top-ranked word (specials excluded) is the subject noun:",
+        f"Share of the {usable} sentences whose top-ranked word (specials excluded; signed methods by magnitude) "
+        "is the subject noun:",
         "",
         "| | " + " | ".join(report.layer_names) + " |",
         "|---|" + "---|" * len(report.layers),

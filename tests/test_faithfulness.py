@@ -341,3 +341,19 @@ def test_quick_faithfulness_for_the_demo(bert):
     assert report.num_examples == 2 and report.references == ("blankout", "gradient_l2")
     assert report.aopc_methods == (*QUICK_METHODS, "blankout", "gradient_l2")
     assert "Spearman with blankout" in report.summary()
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_local_numbers(tmp_path):
+    pytest.importorskip("ray", reason="the Ray engine needs the extra: pip install 'attrflow[ray]'")
+    model_dir = tmp_path / "model"
+    build("bert", init_scale=0.2).save_pretrained(model_dir)
+    word_tokenizer().save_pretrained(model_dir)
+    options = {"methods": ("rollout", "flow", "gradient_x_input"), "references": ("blankout",), "progress": False}
+    local = attrflow.faithfulness(str(model_dir), DATA, out_dir=tmp_path / "local", **options)
+    remote = attrflow.faithfulness(
+        str(model_dir), DATA, out_dir=tmp_path / "ray", engine="ray", num_workers=2, **options
+    )
+    for method in local.aopc_methods:
+        np.testing.assert_allclose(remote.comprehensiveness[method], local.comprehensiveness[method], atol=1e-6)
+    np.testing.assert_allclose(remote.spearman["blankout"]["flow"], local.spearman["blankout"]["flow"], atol=1e-6)
