@@ -8,6 +8,8 @@
 (c) Spearman: attrflow's rank correlation vs ``scipy.stats.spearmanr``.
 (d) the whole per-example protocol (every method, both references, AOPC at 10 bins), per method, and the
     prediction for a 2000-example run.
+(e) integrated gradients: the adaptive Gauss–Lobatto panels (``steps="auto"``) vs uniform rules, on the
+    sentences where 8 Gauss–Legendre points leave the largest completeness gap.
 
 The model: ``--model`` (a built-in name or checkpoint directory), else a randomly initialised encoder of the
 shape of Abnar & Zuidema's agreement model (6 layers, 8 heads, hidden 128, pre-LayerNorm) with a word-level
@@ -38,6 +40,7 @@ from scipy import stats
 import attrflow
 from attrflow.analysis.faithfulness import METHODS, _evaluate, _options, spearman
 from attrflow.methods.attribution import DEFAULT_RULE
+from attrflow.methods.gradients import embedding_gradients
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.tiny_models import WORDS, word_tokenizer
@@ -197,6 +200,24 @@ def main() -> None:
         print(f"  {label:22s} {seconds * 1e3:7.0f} ms / example")
     total = per_method["all methods"]
     print(f"\nprediction for 2000 examples, every method: {total * 2000 / 60:.0f} min on {args.threads} thread(s)")
+
+    # (e) integrated gradients: adaptive panels vs uniform rules, on the sentences where 8 points fail worst
+    pool = sentences(max(args.examples, 100), model)
+    coarse = [abs(embedding_gradients(model, t, steps=8, rule="gauss-legendre").completeness_gap) for t in pool]
+    hard = [pool[i] for i in np.argsort(coarse)[::-1][:5]]
+    print(f"\n(e) integrated gradients on the 5 of {len(pool)} sentences with the largest 8-point gap:")
+    for label, options in (
+        ("auto (panels)", {}),
+        ("gauss-lobatto 32", {"steps": 32}),
+        ("gauss-lobatto 128", {"steps": 128}),
+    ):
+        seconds, results = timed(lambda options=options: [embedding_gradients(model, t, **options) for t in hard])
+        gaps = [abs(r.completeness_gap) for r in results]  # type: ignore[union-attr]
+        points = [r.steps for r in results]  # type: ignore[union-attr]
+        print(
+            f"  {label:18s} points {min(points)}..{max(points)}, max |gap| {max(gaps):.1e}, "
+            f"{seconds / len(hard) * 1e3:.0f} ms / example"
+        )
 
 
 if __name__ == "__main__":
