@@ -59,12 +59,32 @@ _EXPORTS: dict[str, str] = {
     "Pattern": "attrflow.analysis.triggers",
     "Trigger": "attrflow.analysis.triggers",
     "AttackReport": "attrflow.analysis.triggers",
+    "raw_attention_scores": "attrflow.analysis.token_scores",
+    "rollout_scores": "attrflow.analysis.token_scores",
+    "flow_scores": "attrflow.analysis.token_scores",
+    "attattr_scores": "attrflow.analysis.token_scores",
+    "blankout_scores": "attrflow.analysis.token_scores",
+    "input_gradient": "attrflow.methods.gradients",
+    "gradient_x_input": "attrflow.methods.gradients",
+    "integrated_gradients": "attrflow.methods.gradients",
+    "faithfulness": "attrflow.analysis.faithfulness",
+    "aopc": "attrflow.analysis.faithfulness",
+    "FaithfulnessReport": "attrflow.analysis.faithfulness_report",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
+    from attrflow.analysis.faithfulness import aopc, faithfulness
+    from attrflow.analysis.faithfulness_report import FaithfulnessReport
+    from attrflow.analysis.token_scores import (
+        attattr_scores,
+        blankout_scores,
+        flow_scores,
+        raw_attention_scores,
+        rollout_scores,
+    )
     from attrflow.analysis.tree import AttributionTree, attribution_tree
     from attrflow.data import Dataset, Example, load_dataset
     from attrflow.analysis.triggers import (
@@ -89,6 +109,7 @@ if TYPE_CHECKING:
     from attrflow.flow.maxflow import attention_flow
     from attrflow.flow.rollout import attention_rollout
     from attrflow.methods import AttentionAttributor, attribute, record_attention
+    from attrflow.methods.gradients import gradient_x_input, input_gradient, integrated_gradients
     from attrflow.models import Encoding, Model, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, load_result
     from attrflow.runner import DatasetTask, RunResult, open_run, run_dataset
