@@ -15,7 +15,7 @@ from attrflow import __version__
 from attrflow.errors import AttrflowError
 
 # one module per subcommand, in the order --help lists them
-_SUBCOMMANDS: tuple[str, ...] = ("explain", "demo", "run_info", "zoo")
+_SUBCOMMANDS: tuple[str, ...] = ("explain", "heads", "demo", "run_info", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:
