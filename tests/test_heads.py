@@ -359,3 +359,17 @@ def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, monkeyp
     assert json.loads((out / "heads.json").read_text())["importance"] == study["importance"]
     with pytest.raises(SystemExit):
         main(["heads", "--data", "x", "--out", str(tmp_path / "x"), "--methods", "attattr,gradient"])
+
+
+def test_heads_demo_is_small_and_summarises(model, labelled):
+    from attrflow.analysis.pruning import DEMO_FRACTIONS, heads_demo
+
+    demo = heads_demo(model, labelled, examples=3, eval_examples=8)
+    assert demo.curve.fractions == DEMO_FRACTIONS and demo.curve.num_examples == 8
+    assert all(imp.num_examples in (0, 3) for imp in demo.importances.values())
+    text = demo.summary()
+    assert "area under the accuracy curve" in text and "agreement with attattr" in text
+    auc_block = text.split("area under the accuracy curve:\n")[1].split("\n\n")[0].splitlines()
+    assert sorted(line.split()[0] for line in auc_block) == sorted(METHODS)
+    aucs = [float(line.split()[1]) for line in auc_block]
+    assert aucs == sorted(aucs, reverse=True) and aucs[0] == pytest.approx(max(demo.curve.auc.values()), abs=5e-5)

@@ -54,16 +54,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_FRACTIONS",
+    "DEMO_FRACTIONS",
     "HeadsAnalysis",
     "PruningCurve",
     "analyze_heads",
     "evaluation_items",
+    "heads_demo",
     "prune_curve",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(k / 10 for k in range(11))
+DEMO_FRACTIONS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @register_result_type
@@ -400,6 +403,27 @@ class HeadsAnalysis:
                     written.append(target)
         return written
 
+    def summary(self) -> str:
+        """A plain-text report: the accuracy table, the AUC of each method (best first) and, when AttAttr is
+        among the methods, its agreement with the others."""
+        curve = self.curve
+        lines = [
+            f"{curve.num_layers} layers x {curve.num_heads} heads; importance from {self.settings.get('examples', '?')} "
+            f"examples, accuracy on {curve.num_examples} examples",
+            "",
+            curve.to_frame().to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+            "",
+            "area under the accuracy curve:",
+        ]
+        lines += [f"  {method:<10} {auc:.4f}" for method, auc in sorted(curve.auc.items(), key=lambda item: -item[1])]
+        if "attattr" in self.importances and len(self.importances) > 1:
+            lines += ["", "agreement with attattr (Pearson / Spearman over heads):"]
+            for method, importance in self.importances.items():
+                if method != "attattr":
+                    c = self.importances["attattr"].correlation(importance)
+                    lines.append(f"  {method:<10} {c.pearson:.3f} / {c.spearman:.3f}")
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         return f"HeadsAnalysis(methods={list(self.importances)}, {self.curve!r})"
 
@@ -528,3 +552,33 @@ def analyze_heads(
         "seed": seed,
     }
     return HeadsAnalysis(importances, curve, settings)
+
+
+def heads_demo(
+    model: Model | str | os.PathLike[str],
+    dataset: Sequence[Any],
+    eval_dataset: Sequence[Any] | None = None,
+    *,
+    examples: int = 16,
+    eval_examples: int = 160,
+    methods: Sequence[str] = METHODS,
+    fractions: Sequence[float] = DEMO_FRACTIONS,
+    steps: int = 4,
+    progress: bool = False,
+) -> HeadsAnalysis:
+    """A small, quick :func:`analyze_heads` for demos: few examples, 4 Gauss–Legendre points, 5 pruning fractions.
+
+    The cost is about ``examples`` attributions plus ``(len(methods) · (len(fractions) − 2) + 2) · eval_examples``
+    forward passes (identical masks are evaluated once). Print ``.summary()`` or write ``.save(dir)``.
+    """
+    return analyze_heads(
+        model,
+        dataset,
+        eval_dataset,
+        methods=methods,
+        examples=examples,
+        eval_examples=eval_examples,
+        fractions=fractions,
+        steps=steps,
+        progress=progress,
+    )

@@ -162,24 +162,10 @@ def run(args: argparse.Namespace) -> int:
         progress=options["progress"],
     )
     written = analysis.save(args.out, figure_formats=args.figure_formats)
-    curve = analysis.curve
     print(
-        f"model {analysis.settings['model']}: {curve.num_layers} layers x {curve.num_heads} heads; importance from "
-        f"{analysis.settings['examples']} examples of {args.data}/{args.split}, accuracy on {curve.num_examples} "
-        f"examples of {args.data}/{eval_split}"
+        f"model {analysis.settings['model']}: importance from {args.data}/{args.split}, accuracy on {args.data}/{eval_split}"
     )
-    print()
-    print(curve.to_frame().to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print()
-    print("area under the accuracy curve:")
-    for method, auc in sorted(curve.auc.items(), key=lambda item: -item[1]):
-        print(f"  {method:<10} {auc:.4f}")
-    if "attattr" in analysis.importances and len(analysis.importances) > 1:
-        print("\nagreement with attattr (Pearson / Spearman over heads):")
-        for method, importance in analysis.importances.items():
-            if method != "attattr":
-                c = analysis.importances["attattr"].correlation(importance)
-                print(f"  {method:<10} {c.pearson:.3f} / {c.spearman:.3f}")
+    print(analysis.summary())
     print()
     examples_file = Path(args.out) / "examples.parquet"
     for path in [*written, *([examples_file] if examples_file.exists() else [])]:
