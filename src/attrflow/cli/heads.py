@@ -129,16 +129,14 @@ def load_data(name: str, split: str | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow heads``."""
     from attrflow.analysis.pruning import DEFAULT_FRACTIONS, analyze_heads
-    from attrflow.models import load_model
 
     options = run_options(args)
     dataset = load_data(args.data, args.split)
     eval_split = args.eval_split or args.split
     eval_dataset = dataset if eval_split == args.split else load_data(args.data, eval_split)
-    # ray workers load their own replica from the name or path; this process needs one to evaluate pruning
-    model: Any = args.model if options["engine"] == "ray" else load_model(args.model, device=args.device)
+    # by name or path: Ray workers load their own replicas; this process loads one to evaluate the pruned model
     analysis = analyze_heads(
-        model,
+        args.model,
         dataset,
         eval_dataset,
         methods=args.methods,
