@@ -636,8 +636,8 @@ def head_importance(
         examples: how many examples, from the start of the dataset (official script: 200 dev examples); None = all.
         target: the class F (AttAttr) and the loss (Taylor) are about: ``"gold"`` (official pruning script) or
             ``"predicted"``.
-        steps: AttAttr quadrature points per layer. Default 8 Gauss–Legendre points, the attribution default
-            (the official script uses 20 left-Riemann points: ``steps=20, rule="riemann-left"``).
+        steps: AttAttr quadrature points per layer; default that of :func:`attrflow.attribute`. The official
+            script uses 20 left-Riemann points: ``steps=20, rule="riemann-left"`` (docs/heads.md compares them).
         rule: AttAttr quadrature rule.
         taylor_objective: ``"loss"`` (Michel et al.) or ``"logit-sum"`` (the official AttAttr repository).
         seed: seed of ``"random"``.

@@ -566,7 +566,7 @@ def heads_demo(
     steps: int = 4,
     progress: bool = False,
 ) -> HeadsAnalysis:
-    """A small, quick :func:`analyze_heads` for demos: few examples, 4 Gauss–Legendre points, 5 pruning fractions.
+    """A small, quick :func:`analyze_heads` for demos: few examples, few quadrature points, 5 pruning fractions.
 
     The cost is about ``examples`` attributions plus ``(len(methods) · (len(fractions) − 2) + 2) · eval_examples``
     forward passes (identical masks are evaluated once). Print ``.summary()`` or write ``.save(dir)``.
