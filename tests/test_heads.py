@@ -331,14 +331,16 @@ def test_local_and_ray_runs_store_the_same_table(model_dir, tmp_path):
         )
 
 
-def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, monkeypatch, capsys):
+def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, capsys):
     from attrflow.cli import heads as heads_cli
     from attrflow.cli import main
 
     assert heads_cli.METHODS == METHODS and set(DATA_METHODS) < set(METHODS)
-    monkeypatch.setattr(heads_cli, "load_data", lambda name, split: labelled)
+    single = [e for e in labelled if e.text_pair is None]
+    data_file = tmp_path / "tiny.csv"
+    data_file.write_text("text,label\n" + "".join(f"{e.text},{e.label}\n" for e in single))
     out = tmp_path / "study"
-    argv = ["heads", "--model", str(model_dir), "--data", "tiny", "--examples", "5", "--steps", "2"]
+    argv = ["heads", "--model", str(model_dir), "--data", str(data_file), "--examples", "5", "--steps", "2"]
     argv += ["--fractions", "0,0.5,1", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -350,7 +352,8 @@ def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, monkeyp
     assert len(study["pruning"]["random"]["accuracy"]) == 3 and 0 <= study["pruning"]["random"]["auc"] <= 1
     assert study["pruning"]["attattr"]["accuracy"][0] == 1.0
     table = pq.read_table(out / "examples.parquet")
-    assert table.num_rows == 5
+    assert table.num_rows == 5 and table.column("label").to_pylist() == [e.label for e in single[:5]]
+    assert study["settings"]["eval_examples"] == len(single)
     for column in ("example_id", "tokens", "label", "prediction", "probability", "attattr", "top_interactions"):
         assert column in table.column_names
     assert (out / "pruning.png").exists() and "<svg" in (out / "heads.html").read_text()
