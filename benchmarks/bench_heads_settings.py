@@ -28,7 +28,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 
 import attrflow
-from attrflow.analysis.heads import HeadImportance
+from attrflow.analysis.heads import HeadImportance, select_examples
 from attrflow.analysis.pruning import prune_curve
 
 
@@ -49,7 +49,7 @@ def main() -> None:
 
     model = attrflow.load_model(args.model)
     data = attrflow.load_dataset(args.data, split=args.split)
-    evaluation = [data[i] for i in range(min(args.eval_examples, len(data)))]
+    evaluation = select_examples(data, args.eval_examples, seed=1)  # a seeded sample (the splits are label-sorted)
     configs = [(rule, int(steps)) for rule, steps in (c.split(":") for c in args.configs.split(","))]
     print(
         f"{model.name}: {model.num_layers}x{model.num_heads} heads; importance from {args.examples} examples of "

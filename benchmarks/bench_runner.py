@@ -36,7 +36,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import attrflow
-from attrflow.analysis.heads import HeadImportance, HeadScoresTask
+from attrflow.analysis.heads import HeadImportance, HeadScoresTask, select_examples
 from attrflow.runner import run_dataset
 
 _LOOP: dict[str, Any] = {}
@@ -101,7 +101,7 @@ def main() -> None:
 
     model = attrflow.load_model(args.model)
     dataset = attrflow.load_dataset(args.data, split=args.split)
-    examples = [dataset[i] for i in range(min(args.examples, len(dataset)))]
+    examples = list(select_examples(dataset, args.examples))  # a seeded sample: the built-in splits are label-sorted
     lengths = [len(model.tokenizer(e.text, e.text_pair)["input_ids"]) for e in examples]
     print(
         f"{model.name}: {model.num_layers} layers x {model.num_heads} heads; {len(examples)} examples of "

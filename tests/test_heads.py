@@ -24,6 +24,7 @@ from attrflow.analysis.heads import (
     aggregate,
     pruned_count,
     random_importance,
+    select_examples,
 )
 from attrflow.analysis.pruning import PruningCurve, analyze_heads, prune_curve
 from attrflow.errors import InvalidInputError, UnsupportedModelError
@@ -136,7 +137,9 @@ def test_attattr_rows_equal_single_example_attribution(model, tmp_path, target):
 
 def test_attention_is_the_max_probability_of_each_head(model, tmp_path):
     data = make_dataset(5)
-    importance = attrflow.head_importance(model, data, method="attention", examples=4, progress=False)
+    importance = attrflow.head_importance(
+        model, data, method="attention", examples=4, selection="first", progress=False
+    )
     assert importance.num_examples == 4 and importance.example_ids == (0, 1, 2, 3)
     expected = torch.stack(
         [attrflow.record_attention(model, _inputs(e)).attentions.amax(dim=(-1, -2)) for e in data[:4]]
@@ -150,6 +153,25 @@ def test_scores_do_not_depend_on_how_examples_are_batched(model):
     one = attrflow.head_importance(model, data, method="taylor", examples_per_batch=1, progress=False)
     many = attrflow.head_importance(model, data, method="taylor", examples_per_batch=6, progress=False)
     assert torch.equal(one.per_example, many.per_example)
+
+
+def test_examples_are_a_seeded_sample_or_the_first(model):
+    # a label-sorted dataset, like the built-in tweet splits: the first examples are all of one class
+    data = [Example(f"text {i}", None, int(i >= 60)) for i in range(100)]
+    first = select_examples(data, 20, selection="first")
+    assert first.example_ids == list(range(20)) and {e.label for e in first} == {0}
+    sample = select_examples(data, 20, seed=5)
+    assert sample.example_ids == sorted(set(sample.example_ids)) and len(sample) == 20
+    assert [e.text for e in sample] == [f"text {i}" for i in sample.example_ids]
+    assert {e.label for e in sample} == {0, 1}
+    assert select_examples(data, 20, seed=5).example_ids == sample.example_ids
+    assert select_examples(data, 20, seed=6).example_ids != sample.example_ids
+    assert select_examples(data, None).example_ids == list(range(100)) == select_examples(data, 500).example_ids
+    with pytest.raises(InvalidInputError, match="selection"):
+        select_examples(data, 3, selection="last")  # type: ignore[arg-type]
+    # the run records dataset positions as example ids
+    importance = attrflow.head_importance(model, data[:9], method="attention", examples=4, progress=False)
+    assert importance.example_ids == tuple(select_examples(data[:9], 4).example_ids)
 
 
 def test_random_is_seeded():
@@ -352,7 +374,8 @@ def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, capsys)
     assert len(study["pruning"]["random"]["accuracy"]) == 3 and 0 <= study["pruning"]["random"]["auc"] <= 1
     assert study["pruning"]["attattr"]["accuracy"][0] == 1.0
     table = pq.read_table(out / "examples.parquet")
-    assert table.num_rows == 5 and table.column("label").to_pylist() == [e.label for e in single[:5]]
+    ids = table.column("example_id").to_pylist()
+    assert len(ids) == 5 and table.column("label").to_pylist() == [single[i].label for i in ids]
     assert study["settings"]["eval_examples"] == len(single)
     for column in ("example_id", "tokens", "label", "prediction", "probability", "attattr", "top_interactions"):
         assert column in table.column_names

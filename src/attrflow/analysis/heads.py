@@ -23,6 +23,7 @@ resumable and can run on Ray; :meth:`HeadImportance.from_run` aggregates the sto
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -54,9 +55,12 @@ __all__ = [
     "HeadScoresTask",
     "ImportanceCorrelation",
     "Method",
+    "Selection",
+    "Subset",
     "Target",
     "TaylorObjective",
     "head_importance",
+    "select_examples",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +70,7 @@ METHODS: tuple[str, ...] = get_args(Method)
 # the methods that need a pass over the data (their per-example scores are columns of the run table)
 DATA_METHODS: tuple[str, ...] = ("attattr", "taylor", "attention")
 Target = Literal["gold", "predicted"]
+Selection = Literal["random", "first"]
 TaylorObjective = Literal["loss", "logit-sum"]
 
 DEFAULT_EXAMPLES = 200  # the official pruning script's --num_examples
@@ -570,15 +575,39 @@ def random_importance(num_layers: int, num_heads: int, *, seed: int = 0) -> Head
 
 
 # ---------------------------------------------------------------------- the entry point
-def first_examples(dataset: Any, count: int | None) -> list[Any]:
-    """The first ``count`` examples of a sequence (all when None), as a list."""
+class Subset(list[Any]):
+    """Some examples of a dataset, with their positions in it as ``example_ids`` (what the runner records)."""
+
+    def __init__(self, examples: Sequence[Any], example_ids: Sequence[int]) -> None:
+        super().__init__(examples)
+        self.example_ids = [int(i) for i in example_ids]
+
+
+def select_examples(
+    dataset: Sequence[Any], count: int | None, *, selection: Selection = "random", seed: int = 0
+) -> Subset:
+    """``count`` examples of ``dataset`` (all when None or larger than it), in dataset order.
+
+    ``selection="random"`` draws them with ``numpy.random.default_rng(seed)`` without replacement;
+    ``"first"`` takes the first ``count``, as the official script takes the first 200 dev examples — only
+    representative when the dataset is shuffled (a dataset sorted by label would give a single class).
+    The subset's ``example_ids`` are the positions in ``dataset`` (or its own ``example_ids``).
+    """
+    _check_choice("selection", selection, get_args(Selection))
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-        raise InvalidInputError(f"examples must be a whole number >= 1 or None, got {count!r}")
+        raise InvalidInputError(f"the number of examples must be a whole number >= 1 or None, got {count!r}")
     total = len(dataset)
     if total == 0:
         raise InvalidInputError("the dataset is empty")
-    n = total if count is None else min(count, total)
-    return [dataset[i] for i in range(n)]
+    if count is None or count >= total:
+        positions = np.arange(total)
+    elif selection == "first":
+        positions = np.arange(count)
+    else:
+        positions = np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+    given = getattr(dataset, "example_ids", None)
+    ids = [int(given[p]) for p in positions] if given is not None else positions.tolist()
+    return Subset([dataset[int(p)] for p in positions], ids)
 
 
 def resolve_model(model: Model | str | os.PathLike[str], *, device: str | None = None) -> Model:
@@ -606,6 +635,7 @@ def head_importance(
     *,
     method: Method = "attattr",
     examples: int | None = DEFAULT_EXAMPLES,
+    selection: Selection = "random",
     target: Target = "gold",
     steps: int = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
@@ -633,14 +663,17 @@ def head_importance(
         dataset: a sequence of examples with ``.text``, ``.text_pair`` (or None) and ``.label`` (class index), e.g.
             :func:`attrflow.load_dataset`'s.
         method: ``"attattr"``, ``"taylor"``, ``"attention"`` or ``"random"``.
-        examples: how many examples, from the start of the dataset (official script: 200 dev examples); None = all.
+        examples: how many examples (official script: 200 dev examples); None = all.
+        selection: which: ``"random"`` (default: a seeded sample, in dataset order) or ``"first"`` (the official
+            script's choice; only representative for a shuffled dataset — the built-in tweet splits, for one, list
+            every negative example before the positives).
         target: the class F (AttAttr) and the loss (Taylor) are about: ``"gold"`` (official pruning script) or
             ``"predicted"``.
         steps: AttAttr quadrature points per layer; default that of :func:`attrflow.attribute`. The official
             script uses 20 left-Riemann points: ``steps=20, rule="riemann-left"`` (docs/heads.md compares them).
         rule: AttAttr quadrature rule.
         taylor_objective: ``"loss"`` (Michel et al.) or ``"logit-sum"`` (the official AttAttr repository).
-        seed: seed of ``"random"``.
+        seed: seed of the example sample, and of the ``"random"`` ranking.
         top_k: strongest interactions stored per example in the run table (AttAttr).
         batch_size: AttAttr interpolation points per forward pass (memory only).
         out_dir: keep the per-example table in this resumable run directory (see
@@ -657,7 +690,7 @@ def head_importance(
     if method == "random":
         loaded = resolve_model(model, device=device)
         return random_importance(loaded.num_layers, loaded.num_heads, seed=seed)
-    subset = first_examples(dataset, examples)
+    subset = select_examples(dataset, examples, selection=selection, seed=seed)
     if engine == "ray" and isinstance(model, Model):
         raise InvalidInputError(
             "engine='ray' needs the model as a built-in name or a checkpoint directory (each worker loads its own "
@@ -685,4 +718,5 @@ def head_importance(
             batch_size=examples_per_batch,
             progress=progress,
         )
-        return HeadImportance.from_run(run, method)
+        importance = HeadImportance.from_run(run, method)
+    return dataclasses.replace(importance, settings={**importance.settings, "selection": selection, "seed": seed})

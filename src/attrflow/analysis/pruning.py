@@ -11,6 +11,7 @@ curves) and is what ``attrflow heads`` calls.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -29,16 +30,17 @@ from attrflow.analysis.heads import (
     METHODS,
     HeadImportance,
     HeadScoresTask,
+    Selection,
     Target,
     TaylorObjective,
     _check_choice,
     _gold_label,
     _inputs_of,
     _run_directory,
-    first_examples,
     pruned_count,
     random_importance,
     resolve_model,
+    select_examples,
 )
 from attrflow.errors import InvalidInputError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
@@ -445,6 +447,7 @@ def analyze_heads(
     methods: Sequence[str] = METHODS,
     examples: int | None = DEFAULT_EXAMPLES,
     eval_examples: int | None = None,
+    selection: Selection = "random",
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     target: Target = "gold",
     steps: int = DEFAULT_STEPS,
@@ -471,13 +474,15 @@ def analyze_heads(
     Args:
         model: an :class:`attrflow.Model`, a built-in name or a checkpoint directory (``engine="ray"`` needs a
             name or directory for the workers; this process also loads it, to evaluate the pruned model).
-        dataset: examples whose first ``examples`` give the importance (the official script: the first 200 dev
-            examples).
+        dataset: ``examples`` of these give the importance (the official script: 200 dev examples).
         eval_dataset: where accuracy is measured (default ``dataset``, as the official script evaluates on the
-            whole dev set); its first ``eval_examples`` (default all).
+            whole dev set): ``eval_examples`` of it (default all).
+        selection: how ``examples`` and ``eval_examples`` are picked: ``"random"`` (seeded by ``seed``) or
+            ``"first"`` (see :func:`~attrflow.analysis.heads.select_examples`).
         methods: any of ``"attattr"``, ``"taylor"``, ``"attention"``, ``"random"``.
         fractions: fractions of heads to prune.
-        target, steps, rule, taylor_objective, seed, top_k, batch_size: as in
+        seed: seed of the example samples and of the ``"random"`` ranking.
+        target, steps, rule, taylor_objective, top_k, batch_size: as in
             :func:`~attrflow.analysis.heads.head_importance`.
         eval_batch_size: examples per forward pass in the evaluation (speed only).
         out_dir: the run directory of the per-example table (default: temporary).
@@ -497,7 +502,7 @@ def analyze_heads(
     data_methods = [m for m in chosen if m in DATA_METHODS]
     importances: dict[str, HeadImportance] = {}
     run_settings: dict[str, Any] = {}
-    subset: list[Any] = []
+    subset: Sequence[Any] = []
     by_method: dict[str, HeadImportance] = {}
     if data_methods:
         if engine == "ray" and isinstance(model, Model):
@@ -505,7 +510,7 @@ def analyze_heads(
                 "engine='ray' needs the model as a built-in name or a checkpoint directory (each worker loads its "
                 "own replica); a live Model object cannot be sent to the workers"
             )
-        subset = first_examples(dataset, examples)
+        subset = select_examples(dataset, examples, selection=selection, seed=seed)
         task = HeadScoresTask(
             loaded if engine == "local" else str(model),
             methods=data_methods,
@@ -530,7 +535,11 @@ def analyze_heads(
             )
             if out_dir is not None:
                 run.consolidate()
-            by_method = {m: HeadImportance.from_run(run, m) for m in data_methods}
+            by_method = {}
+            for method in data_methods:
+                importance = HeadImportance.from_run(run, method)
+                extra = {"selection": selection, "seed": seed}
+                by_method[method] = dataclasses.replace(importance, settings={**importance.settings, **extra})
             run_settings = dict(run.settings)
     for method in chosen:
         importances[method] = (
@@ -538,7 +547,9 @@ def analyze_heads(
             if method in by_method
             else random_importance(loaded.num_layers, loaded.num_heads, seed=seed)
         )
-    evaluation = first_examples(eval_dataset if eval_dataset is not None else dataset, eval_examples)
+    evaluation = select_examples(
+        eval_dataset if eval_dataset is not None else dataset, eval_examples, selection=selection, seed=seed
+    )
     curve = prune_curve(
         loaded, evaluation, importances, fractions=fractions, batch_size=eval_batch_size, progress=progress
     )
@@ -548,6 +559,7 @@ def analyze_heads(
         "methods": chosen,
         "examples": len(subset),
         "eval_examples": curve.num_examples,
+        "selection": selection,
         "target": target,
         "seed": seed,
     }

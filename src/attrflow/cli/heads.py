@@ -61,14 +61,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=positive_int,
         default=200,
         metavar="N",
-        help="examples (from the start of the split) the importance averages over (default 200, as the paper)",
+        help="examples of the split the importance averages over (default 200, as the paper)",
     )
     parser.add_argument(
         "--eval-examples",
         type=positive_int,
         default=None,
         metavar="N",
-        help="evaluate on the first N examples of the evaluation split (default: all)",
+        help="evaluate on N examples of the evaluation split (default: all of it)",
+    )
+    parser.add_argument(
+        "--selection",
+        choices=("random", "first"),
+        default="random",
+        help="which examples: a seeded random sample (default) or the first N, as the official script (only "
+        "representative for a shuffled split)",
     )
     parser.add_argument(
         "--methods",
@@ -96,7 +103,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="F[,F...]",
         help="fractions of heads to prune (default: 0,0.1,...,1)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random ranking (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the example samples and of the random ranking (default: 0)"
+    )
     parser.add_argument(
         "--top-k", type=positive_int, default=5, help="strongest interactions kept per example (default 5)"
     )
@@ -142,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         methods=args.methods,
         examples=args.examples,
         eval_examples=args.eval_examples,
+        selection=args.selection,
         fractions=args.fractions or DEFAULT_FRACTIONS,
         target=args.target,
         steps=args.steps,
