@@ -293,6 +293,8 @@ def test_results_save_load_and_render(model, labelled, tmp_path):
         model, labelled, examples=4, steps=2, methods=("attattr", "attention", "random"), progress=False
     )
     imp, curve = analysis.importances["attattr"], analysis.curve
+    assert imp.settings["steps"] == 2 and imp.settings["selection"] == "random"
+    assert "steps" not in analysis.importances["attention"].settings  # only the options a method depends on
     imp.save(tmp_path / "imp.safetensors")
     curve.save(tmp_path / "curve.safetensors")
     # a fresh interpreter: load_result must find the result types without importing them first

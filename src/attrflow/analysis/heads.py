@@ -550,8 +550,10 @@ class HeadImportance:
         per_example = np.stack([np.asarray(grid, dtype=np.float32) for grid in table.column(method).to_pylist()])
         scores = aggregate(method, per_example)
         ids = tuple(int(i) for i in table.column("example_id").to_pylist())
-        settings.pop("methods", None)
-        settings = {"method": method, **settings, "examples": len(ids)}
+        # only the options this method depends on (the run may have computed several methods)
+        own = {"attattr": ("steps", "rule", "top_k"), "taylor": ("taylor_objective",)}.get(method, ())
+        others = {"steps", "rule", "top_k", "taylor_objective", "methods"} - set(own)
+        settings = {"method": method, **{k: v for k, v in settings.items() if k not in others}, "examples": len(ids)}
         return cls(method, torch.from_numpy(scores).float(), torch.from_numpy(per_example), ids, settings)
 
 
