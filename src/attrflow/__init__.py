@@ -42,6 +42,12 @@ _EXPORTS: dict[str, str] = {
     "run_dataset": "attrflow.runner",
     "explain": "attrflow.analysis.explanation",
     "Explanation": "attrflow.analysis.explanation",
+    "HeadImportance": "attrflow.analysis.heads",
+    "head_importance": "attrflow.analysis.heads",
+    "PruningCurve": "attrflow.analysis.pruning",
+    "HeadsAnalysis": "attrflow.analysis.pruning",
+    "prune_curve": "attrflow.analysis.pruning",
+    "analyze_heads": "attrflow.analysis.pruning",
     "AttributionTree": "attrflow.analysis.tree",
     "attribution_tree": "attrflow.analysis.tree",
     "TokenScores": "attrflow.viz.report",
@@ -85,6 +91,8 @@ if TYPE_CHECKING:
         raw_attention_scores,
         rollout_scores,
     )
+    from attrflow.analysis.heads import HeadImportance, head_importance
+    from attrflow.analysis.pruning import HeadsAnalysis, PruningCurve, analyze_heads, prune_curve
     from attrflow.analysis.tree import AttributionTree, attribution_tree
     from attrflow.data import Dataset, Example, load_dataset
     from attrflow.analysis.triggers import (

@@ -6,6 +6,7 @@ version; nothing is ever pickled.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -320,6 +321,11 @@ class RecordedAttention:
 
 
 _RESULT_TYPES: dict[str, Any] = {"AttentionAttribution": AttentionAttribution}
+# result types defined in other modules: imported by load_result when it meets their kind
+_RESULT_MODULES: dict[str, str] = {
+    "HeadImportance": "attrflow.analysis.heads",
+    "PruningCurve": "attrflow.analysis.pruning",
+}
 
 
 def register_result_type(cls: Any) -> Any:
@@ -380,6 +386,8 @@ def load_result(path: str | os.PathLike[str]) -> Any:
     except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
         raise ResultFormatError(f"{source}: not a readable attrflow result file ({exc})") from exc
     kind = metadata.get(_KIND_KEY)
+    if kind not in _RESULT_TYPES and kind in _RESULT_MODULES:
+        importlib.import_module(_RESULT_MODULES[kind])
     if kind not in _RESULT_TYPES:
         raise ResultFormatError(f"{source}: not an attrflow result (kind {kind!r})")
     try:
