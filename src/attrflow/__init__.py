@@ -84,6 +84,8 @@ if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.faithfulness import aopc, faithfulness
     from attrflow.analysis.faithfulness_report import FaithfulnessReport
+    from attrflow.analysis.heads import HeadImportance, head_importance
+    from attrflow.analysis.pruning import HeadsAnalysis, PruningCurve, analyze_heads, prune_curve
     from attrflow.analysis.token_scores import (
         attattr_scores,
         blankout_scores,
@@ -91,10 +93,7 @@ if TYPE_CHECKING:
         raw_attention_scores,
         rollout_scores,
     )
-    from attrflow.analysis.heads import HeadImportance, head_importance
-    from attrflow.analysis.pruning import HeadsAnalysis, PruningCurve, analyze_heads, prune_curve
     from attrflow.analysis.tree import AttributionTree, attribution_tree
-    from attrflow.data import Dataset, Example, load_dataset
     from attrflow.analysis.triggers import (
         AttackReport,
         Pattern,
@@ -105,6 +104,7 @@ if TYPE_CHECKING:
         mine_patterns,
         trigger_attack,
     )
+    from attrflow.data import Dataset, Example, load_dataset
     from attrflow.errors import (
         AttrflowError,
         InvalidInputError,

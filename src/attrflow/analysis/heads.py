@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
-from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, AttentionAttributor
+from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, AttentionAttributor, Steps, check_steps
 from attrflow.methods.quadrature import RULES, Rule
 from attrflow.models import Model, Session, load_model
 from attrflow.results import SCHEMA_VERSION, _save, load_result, register_result_type
@@ -146,7 +146,7 @@ class HeadScoresTask(DatasetTask):
         *,
         methods: Sequence[str] = ("attattr",),
         target: Target = "gold",
-        steps: int = DEFAULT_STEPS,
+        steps: Steps = DEFAULT_STEPS,
         rule: Rule = DEFAULT_RULE,
         taylor_objective: TaylorObjective = "loss",
         top_k: int = 5,
@@ -159,8 +159,7 @@ class HeadScoresTask(DatasetTask):
         _check_choice("target", target, get_args(Target))
         _check_choice("rule", rule, RULES)
         _check_choice("taylor_objective", taylor_objective, get_args(TaylorObjective))
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InvalidInputError(f"steps must be a whole number >= 1, got {steps!r}")
+        steps = check_steps(steps)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInputError(f"top_k must be a whole number >= 1, got {top_k!r}")
         if isinstance(model, Model):
@@ -639,7 +638,7 @@ def head_importance(
     examples: int | None = DEFAULT_EXAMPLES,
     selection: Selection = "random",
     target: Target = "gold",
-    steps: int = DEFAULT_STEPS,
+    steps: Steps = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     taylor_objective: TaylorObjective = "loss",
     seed: int = 0,

@@ -43,7 +43,7 @@ from attrflow.analysis.heads import (
     select_examples,
 )
 from attrflow.errors import InvalidInputError
-from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
+from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps
 from attrflow.methods.quadrature import Rule
 from attrflow.models import Model
 from attrflow.results import SCHEMA_VERSION, _atomic_write_bytes, _save, load_result, register_result_type
@@ -450,7 +450,7 @@ def analyze_heads(
     selection: Selection = "random",
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     target: Target = "gold",
-    steps: int = DEFAULT_STEPS,
+    steps: Steps = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     taylor_objective: TaylorObjective = "loss",
     seed: int = 0,

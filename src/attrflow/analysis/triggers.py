@@ -36,7 +36,7 @@ import torch
 
 from attrflow._optional import require
 from attrflow.errors import InvalidInputError, ResultFormatError, UnsupportedModelError
-from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, attribute
+from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps, attribute, check_steps
 from attrflow.methods.quadrature import RULES, Rule
 from attrflow.models import Model, load_model
 from attrflow.runner import Batch, DatasetTask, Engine, run_dataset
@@ -408,7 +408,7 @@ def mine_pattern(
     example: Any,
     *,
     example_id: int = 0,
-    steps: int = DEFAULT_STEPS,
+    steps: Steps = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
 ) -> Pattern:
     """The strongest attention pattern of one example (see :class:`Pattern`).
@@ -485,14 +485,13 @@ class PatternMiningTask(DatasetTask):
         self,
         model: str | os.PathLike[str] | Model,
         *,
-        steps: int = DEFAULT_STEPS,
+        steps: Steps = DEFAULT_STEPS,
         rule: Rule = DEFAULT_RULE,
         device: str | None = None,
     ) -> None:
         if rule not in RULES:
             raise InvalidInputError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InvalidInputError(f"steps must be a whole number >= 1, got {steps!r}")
+        steps = check_steps(steps)
         self._live = model if isinstance(model, Model) else None
         self.model_name = model.name if isinstance(model, Model) else str(model)
         self.steps = steps
@@ -761,7 +760,7 @@ def mine_patterns(
     examples: int | None = 500,
     sample: Sample = "first",
     seed: int = 0,
-    steps: int = DEFAULT_STEPS,
+    steps: Steps = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     min_score: float = DEFAULT_MIN_SCORE,
     min_tokens: int = 0,
@@ -1275,7 +1274,7 @@ def trigger_attack(
     sample: Sample = "first",
     eval_examples: int | None = None,
     top: int = 3,
-    steps: int = DEFAULT_STEPS,
+    steps: Steps = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     min_score: float = DEFAULT_MIN_SCORE,
     control_seeds: int = DEFAULT_CONTROL_SEEDS,
