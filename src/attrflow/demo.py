@@ -50,6 +50,20 @@ def _explanation_page(model_name: str, text: str, out: Path, name: str) -> DemoE
     return DemoEntry(model_name, text, path, summary)
 
 
+def _faithfulness_page(out: Path) -> DemoEntry:
+    """Abnar & Zuidema's protocol on a small sample: raw attention, rollout and flow against blank-out."""
+    from attrflow import load_dataset
+    from attrflow.analysis.faithfulness import quick_faithfulness
+    from attrflow.results import _atomic_write_bytes
+
+    test = load_dataset("agreement", split="test")
+    report = quick_faithfulness("agreement", test[:16])
+    path = out / "faithfulness.html"
+    _atomic_write_bytes(path, report.to_html(figures=False).encode("utf-8"))
+    first_line = report.summary().strip().splitlines()[0] if report.summary().strip() else ""
+    return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, first_line)
+
+
 def _agreement_sentence() -> str:
     from attrflow import load_dataset
 
@@ -75,6 +89,7 @@ def run_demo(out_dir: str | Path = "attrflow-demo", *, say: Callable[[str], None
     jobs.append(
         ("agreement sentence", lambda: _explanation_page("agreement", _agreement_sentence(), out, "agreement-1"))
     )
+    jobs.append(("faithfulness: 16 agreement sentences", functools.partial(_faithfulness_page, out)))
     entries = []
     start = time.perf_counter()
     for k, (what, job) in enumerate(jobs, 1):
