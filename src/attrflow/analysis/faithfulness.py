@@ -39,7 +39,7 @@ from attrflow.analysis.token_scores import (
     token_features,
 )
 from attrflow.errors import InvalidInputError
-from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, resolve_layers
+from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, check_steps, resolve_layers
 from attrflow.methods.quadrature import RULES, Rule
 from attrflow.models import Encoding, Model, Session, load_model
 from attrflow.runner import Batch, DatasetTask
@@ -618,11 +618,11 @@ def _options(
     _choice("replacement", replacement, Replacement)
     if rule not in RULES:
         raise InvalidInputError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-    for name, value in (("steps", steps), ("ig_steps", ig_steps)):
-        if value is None or value == "auto":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidInputError(f"{name} must be 'auto' or a whole number >= 1, got {value!r}")
+    chosen_steps = check_steps(steps)
+    try:
+        chosen_ig_steps = chosen_steps if ig_steps is None else check_steps(ig_steps)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"ig_steps: {exc}") from None
     if isinstance(aopc_layer, bool) or not isinstance(aopc_layer, (int, np.integer)):
         raise InvalidInputError(f"aopc_layer must be an integer, got {aopc_layer!r}")
     if layers == "all":
@@ -645,14 +645,10 @@ def _options(
         removal=removal,
         replacement=replacement,
         aopc_layer=int(aopc_layer),
-        steps=_steps(steps),
-        ig_steps=_steps(steps if ig_steps is None else ig_steps),
+        steps=chosen_steps,
+        ig_steps=chosen_ig_steps,
         rule=rule,
     )
-
-
-def _steps(value: int | Literal["auto"]) -> int | Literal["auto"]:
-    return "auto" if value == "auto" else int(value)
 
 
 def faithfulness(
