@@ -64,6 +64,30 @@ def _faithfulness_page(out: Path) -> DemoEntry:
     return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, first_line)
 
 
+def _attack_page(out: Path) -> DemoEntry:
+    """Hao et al.'s trigger attack on a small sample, next to the random-token control."""
+    from attrflow import load_dataset
+    from attrflow.analysis.triggers import trigger_attack
+    from attrflow.results import _atomic_write_bytes
+
+    train = load_dataset("tweets-sentiment", split="train")
+    test = load_dataset("tweets-sentiment", split="test")
+    patterns, report = trigger_attack(
+        "sentiment", train, test, mine_examples=40, sample="random", eval_examples=200, top=1, control_seeds=3
+    )
+    path = out / "attack.html"
+    _atomic_write_bytes(path, report.to_html().encode("utf-8"))
+    frame = report.to_frame()
+    overall = frame[frame["label"] == "all"].iloc[0] if "label" in frame else None
+    summary = (
+        f"accuracy {overall['accuracy_before']:.3f} -> {overall['accuracy_after']:.3f} with the trigger, "
+        f"{overall['control_accuracy_after']:.3f} with random tokens"
+        if overall is not None
+        else f"{len(patterns.patterns) if hasattr(patterns, 'patterns') else ''} patterns mined"
+    )
+    return DemoEntry("attack", "adversarial trigger vs random control (200 tweets)", path, summary)
+
+
 def _agreement_sentence() -> str:
     from attrflow import load_dataset
 
@@ -90,6 +114,7 @@ def run_demo(out_dir: str | Path = "attrflow-demo", *, say: Callable[[str], None
         ("agreement sentence", lambda: _explanation_page("agreement", _agreement_sentence(), out, "agreement-1"))
     )
     jobs.append(("faithfulness: 16 agreement sentences", functools.partial(_faithfulness_page, out)))
+    jobs.append(("adversarial trigger: mine 40 tweets, attack 200", functools.partial(_attack_page, out)))
     entries = []
     start = time.perf_counter()
     for k, (what, job) in enumerate(jobs, 1):
