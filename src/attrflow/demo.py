@@ -64,6 +64,22 @@ def _faithfulness_page(out: Path) -> DemoEntry:
     return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, first_line)
 
 
+def _heads_page(out: Path) -> DemoEntry:
+    """Head importance (AttAttr, Taylor, attention, random) and pruning curves on a small, label-mixed sample."""
+    from attrflow import load_dataset
+    from attrflow.analysis.pruning import heads_demo
+
+    # the built-in splits are sorted by label: take evenly spread examples so both labels occur
+    validation = load_dataset("tweets-sentiment", split="validation")
+    test = load_dataset("tweets-sentiment", split="test")
+    analysis = heads_demo("sentiment", validation[::144], test[::14], examples=16, eval_examples=160)
+    path = out / "heads.html"
+    analysis.to_html(path, title="attrflow — head importance and pruning (sentiment, small sample)")
+    auc = getattr(analysis, "auc", None)
+    summary = analysis.summary().strip().splitlines()[0] if hasattr(analysis, "summary") else str(auc)
+    return DemoEntry("heads", "head importance and pruning curves (16 tweets, accuracy on 160)", path, summary)
+
+
 def _attack_page(out: Path) -> DemoEntry:
     """Hao et al.'s trigger attack on a small sample, next to the random-token control."""
     from attrflow import load_dataset
@@ -114,6 +130,7 @@ def run_demo(out_dir: str | Path = "attrflow-demo", *, say: Callable[[str], None
         ("agreement sentence", lambda: _explanation_page("agreement", _agreement_sentence(), out, "agreement-1"))
     )
     jobs.append(("faithfulness: 16 agreement sentences", functools.partial(_faithfulness_page, out)))
+    jobs.append(("head importance and pruning: 16 tweets, accuracy on 160", functools.partial(_heads_page, out)))
     jobs.append(("adversarial trigger: mine 40 tweets, attack 200", functools.partial(_attack_page, out)))
     entries = []
     start = time.perf_counter()
