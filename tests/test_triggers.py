@@ -398,3 +398,12 @@ def test_ray_mining_equals_local_mining(tiny, tmp_path):
         directory, MINING_DATA, steps=2, engine="ray", num_workers=2, batch_size=2, progress=False
     )
     assert on_ray.to_table().equals(local.to_table())
+
+
+def test_cli_attack_defaults_parse():
+    from attrflow.cli import build_parser
+    from attrflow.methods.attribution import DEFAULT_STEPS
+
+    args = build_parser().parse_args(["attack", "--data", "d", "--out", "o"])
+    assert (args.steps, args.top, args.mine_examples, args.mine_sample) == (DEFAULT_STEPS, 3, 500, "first")
+    assert build_parser().parse_args(["attack", "--data", "d", "--out", "o", "--steps", "6"]).steps == 6

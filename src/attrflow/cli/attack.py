@@ -10,7 +10,7 @@ import argparse
 import math
 from pathlib import Path
 
-from attrflow.cli._common import add_model_option, positive_int
+from attrflow.cli._common import add_model_option, positive_int, steps_value
 from attrflow.cli._run_options import add_run_arguments, run_options
 
 
@@ -60,9 +60,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--top", type=positive_int, default=3, metavar="K", help="triggers to evaluate (default: 3)")
     parser.add_argument(
         "--steps",
-        type=positive_int,
+        type=steps_value,
         default=DEFAULT_STEPS,
-        help=f"quadrature points of the attribution (default: {DEFAULT_STEPS})",
+        help=f"quadrature points of the attribution, or 'auto': refine each layer until its completeness gap is "
+        f"small (default: {DEFAULT_STEPS})",
     )
     parser.add_argument(
         "--rule", choices=RULES, default=DEFAULT_RULE, help=f"quadrature rule (default: {DEFAULT_RULE})"
