@@ -262,6 +262,19 @@ def test_random_sample_is_seeded_and_keeps_dataset_positions(tiny):
         tr.mine_patterns(tiny, MINING_DATA, sample="shuffled", progress=False)
 
 
+def test_attack_evaluates_a_seeded_random_sample_of_a_sorted_dataset(shortcut_model):
+    data = synthetic(60, seed=5)
+    ordered = Named(sorted(data, key=lambda ex: ex.label))  # all negatives first, like the built-in tweets
+    only_the_shortcut = [trigger([SHORTCUT], [0], [0.5])]
+    first = tr.attack(shortcut_model, ordered, only_the_shortcut, examples=20, control=False)
+    assert [o.label for o in first.outcomes] == ["all", "negative"]  # the first 20 are all negative
+    drawn = tr.attack(shortcut_model, ordered, only_the_shortcut, examples=20, sample="random", seed=1, control=False)
+    counts = {o.label: o.count for o in drawn.outcomes}
+    expected = sorted(np.random.default_rng(1).choice(60, size=20, replace=False).tolist())
+    assert counts["all"] == 20 and counts["positive"] == sum(ordered[p].label for p in expected)
+    assert drawn.settings["sample"] == "random"
+
+
 def test_ray_needs_a_model_it_can_load_by_name(tiny):
     with pytest.raises(InvalidInputError, match="name or a checkpoint directory"):
         tr.mine_patterns(tiny, MINING_DATA, engine="ray", progress=False)
@@ -290,6 +303,7 @@ def test_shortcut_token_is_mined_as_the_top_trigger_and_breaks_the_other_class(s
     report = tr.attack(shortcut_model, synthetic(80, seed=2), mined, top=1, min_score=0.0, control_seeds=3, seed=0)
     rows = {o.label: o for o in report.outcomes}
     assert set(rows) == {"all", "negative", "positive"}
+    assert report.settings["sample"] == "first" and report.settings["examples"] == 80
     assert rows["negative"].count == rows["positive"].count == 40
     assert rows["negative"].accuracy_before == 1.0 and rows["positive"].accuracy_before == 1.0
     assert rows["negative"].accuracy_after <= 0.1  # the shortcut word flips negatives to positive

@@ -753,6 +753,17 @@ def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
         raise InvalidInputError(f"{name} must be a whole number >= 1{' or None' if allow_none else ''}, got {value!r}")
 
 
+def _sample_positions(size: int, examples: int | None, sample: Sample, seed: int) -> list[int]:
+    """Positions of ``examples`` of ``size`` examples: the first ones, or a seeded draw kept in dataset order."""
+    if sample not in get_args(Sample):
+        raise InvalidInputError(f"sample must be one of {', '.join(get_args(Sample))}; got {sample!r}")
+    count = size if examples is None else min(examples, size)
+    if sample == "first":
+        return list(range(count))
+    drawn = np.random.default_rng(seed).choice(size, size=count, replace=False)
+    return sorted(int(p) for p in drawn)
+
+
 def mine_patterns(
     model: Model | str | os.PathLike[str],
     dataset: Sequence[Any],
@@ -805,8 +816,8 @@ def mine_patterns(
         The :class:`TriggerPatterns`, strongest first.
     """
     _positive("examples", examples, allow_none=True)
-    if sample not in get_args(Sample):
-        raise InvalidInputError(f"sample must be one of {', '.join(get_args(Sample))}; got {sample!r}")
+    positions = _sample_positions(len(dataset), examples, sample, seed)
+    count = len(positions)
     if not isinstance(min_tokens, int) or min_tokens < 0:
         raise InvalidInputError(f"min_tokens must be a whole number >= 0, got {min_tokens!r}")
     if not math.isfinite(min_score):
@@ -824,12 +835,6 @@ def mine_patterns(
     else:
         task = PatternMiningTask(loaded, steps=steps, rule=rule)
 
-    count = len(dataset) if examples is None else min(examples, len(dataset))
-    if sample == "first":
-        positions = list(range(count))
-    else:
-        drawn = np.random.default_rng(seed).choice(len(dataset), size=count, replace=False)
-        positions = sorted(int(p) for p in drawn)
     if min_tokens:
         limit = loaded.max_length()
         positions = [
@@ -1151,6 +1156,7 @@ def attack(
     ratio: float = DEFAULT_PAIR_RATIO,
     min_score: float | None = None,
     examples: int | None = None,
+    sample: Sample = "first",
     batch_size: int = 32,
     progress: bool = False,
 ) -> AttackReport:
@@ -1172,10 +1178,12 @@ def attack(
         top: how many triggers (the paper reports three).
         control: run the random-token control.
         control_seeds: random draws per trigger.
-        seed: base seed of the control draws (draw c of trigger i uses ``[seed, i, c]``).
+        seed: base seed of the control draws (draw c of trigger i uses ``[seed, i, c]``) and of ``sample="random"``.
         ratio: the second pair joins a pattern's trigger when its score ≥ ``ratio`` × the first's.
         min_score: with :class:`TriggerPatterns`, the summed score a pattern needs (default: its own min_score).
-        examples: evaluate on the first this many examples (None: all).
+        examples: evaluate on this many examples (None: all).
+        sample: ``"first"`` evaluates the first ``examples``; ``"random"`` draws them with ``seed`` (kept in
+            dataset order) — use it on sorted datasets such as the built-in tweets' splits.
         batch_size: inputs per forward pass (speed only).
         progress: show a progress bar over all the evaluation passes.
 
@@ -1200,7 +1208,7 @@ def attack(
             "no trigger to evaluate: no pattern reaches min_score with a non-special token; mine more examples "
             "or lower min_score"
         )
-    chosen = list(dataset) if examples is None else [dataset[i] for i in range(min(examples, len(dataset)))]
+    chosen = [dataset[p] for p in _sample_positions(len(dataset), examples, sample, seed)]
     labelled = [ex for ex in chosen if int(getattr(ex, "label", -1)) >= 0]
     if len(labelled) < len(chosen):
         logger.warning("skipping %d evaluation examples without a gold label", len(chosen) - len(labelled))
@@ -1256,6 +1264,7 @@ def attack(
         "dataset": str(getattr(dataset, "name", type(dataset).__name__)),
         "split": getattr(dataset, "split", None),
         "examples": len(labelled),
+        "sample": sample,
         "top": top,
         "ratio": ratio,
         "min_score": patterns.min_score if min_score is None and isinstance(patterns, TriggerPatterns) else min_score,
@@ -1285,8 +1294,8 @@ def trigger_attack(
 
     A small version for a demo, ``mine_examples=40, sample="random", eval_examples=200, top=1,
     control_seeds=3``, costs 40 attributions and 1,000 classifications (the built-in tweets are sorted by label,
-    hence the random sample). See :func:`mine_patterns` and :func:`attack` for the options; ``seed`` seeds both
-    the sample and the control.
+    hence the random samples). See :func:`mine_patterns` and :func:`attack` for the options; ``sample`` applies to
+    both datasets, and ``seed`` seeds both samples and the control.
 
     Returns:
         ``(patterns, report)``.
@@ -1311,6 +1320,7 @@ def trigger_attack(
         control_seeds=control_seeds,
         seed=seed,
         examples=eval_examples,
+        sample=sample,
         progress=progress,
     )
     return patterns, report

@@ -55,7 +55,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=positive_int,
         default=None,
         metavar="N",
-        help="attack the first N examples (default: all)",
+        help="attack N examples (default: all)",
+    )
+    parser.add_argument(
+        "--eval-sample",
+        choices=("first", "random"),
+        default="first",
+        help="with --eval-examples: the first N (default) or N drawn at random with --seed",
     )
     parser.add_argument("--top", type=positive_int, default=3, metavar="K", help="triggers to evaluate (default: 3)")
     parser.add_argument(
@@ -130,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         control_seeds=args.control_seeds,
         seed=args.seed,
         examples=args.eval_examples,
+        sample=args.eval_sample,
         progress=not args.no_progress,
     )
     written = [patterns.to_parquet(out / "patterns.parquet"), report.save(out / "attack.json")]
