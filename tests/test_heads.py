@@ -240,6 +240,7 @@ def test_pruning_curve_equals_one_example_at_a_time_evaluation(model, labelled):
                 oracle[mask.numpy().tobytes()] = float(np.mean(hits))
             assert accuracy == pytest.approx(oracle[mask.numpy().tobytes()], abs=1e-12)
     assert curve.accuracy["attention"][0] == 1.0  # labels are the unpruned predictions
+    assert curve.majority_accuracy == np.bincount([e.label for e in labelled]).max() / len(labelled)
     assert curve.accuracy["attention"][-1] == curve.accuracy["random"][-1] < 1.0  # everything pruned
     expected_auc = sum(
         (x1 - x0) * (y0 + y1) / 2
@@ -314,6 +315,7 @@ def test_results_save_load_and_render(model, labelled, tmp_path):
     assert torch.equal(again.scores, imp.scores) and torch.equal(again.per_example, imp.per_example)
     assert again.example_ids == imp.example_ids and again.settings == imp.settings
     assert back.accuracy == curve.accuracy and back.orders == curve.orders and back.num_pruned == curve.num_pruned
+    assert back.majority_accuracy == curve.majority_accuracy
     with pytest.raises(InvalidInputError, match="not a PruningCurve"):
         PruningCurve.load(tmp_path / "imp.safetensors")
 

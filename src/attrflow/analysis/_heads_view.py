@@ -3,6 +3,7 @@ script, no network)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +60,8 @@ def plot_curve(curve: PruningCurve, *, ax: Axes | None = None) -> Figure:
             color=colour(method, index),
             label=f"{_LABELS.get(method, method)}  AUC {auc[method]:.3f}",
         )
+    if math.isfinite(curve.majority_accuracy):
+        axes.axhline(curve.majority_accuracy, color="#444", linestyle="--", linewidth=1, label="majority class")
     axes.set_xlabel("fraction of heads pruned (least important first)")
     axes.set_ylabel("accuracy")
     axes.set_ylim(0.0, 1.02)
@@ -118,6 +121,12 @@ def curve_svg(curve: PruningCurve, *, width: int = 620, height: int = 360) -> st
         "(least important first)</text>"
         f'<text transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">accuracy</text>'
     )
+    if math.isfinite(curve.majority_accuracy):
+        level = y(curve.majority_accuracy)
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{level:.1f}" y2="{level:.1f}" stroke="#444" '
+            f'stroke-dasharray="5 4"><title>majority class: {fmt(curve.majority_accuracy, 4)}</title></line>'
+        )
     auc = curve.auc
     for index, (method, values) in enumerate(curve.accuracy.items()):
         stroke = colour(method, index)
@@ -188,7 +197,8 @@ def render_heads_page(importances: Mapping[str, HeadImportance], curve: PruningC
             '<section id="pruning"><h2>Pruning curves</h2>'
             f'<p class="note">The least important heads of each ranking are gated off together (all layers, no '
             f"re-training) and accuracy is measured on {curve.num_examples} examples. AUC: area under the curve "
-            "(trapezoid rule over the pruned fraction).</p>"
+            "(trapezoid rule over the pruned fraction). Dashed: the majority class "
+            f"({fmt(curve.majority_accuracy, 4)}), a constant prediction.</p>"
             f"{curve_svg(curve)}"
             '<div class="scroll"><table class="num"><tr><th>method</th><th>AUC</th>'
             f"{head_cells}</tr><tr><th>heads pruned</th><td></td>{pruned}</tr>{table_rows}</table></div></section>"

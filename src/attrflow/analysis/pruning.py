@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from math import nan
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,8 @@ class PruningCurve:
         num_layers, num_heads: L and H of the model.
         orders: per method, the flat head indices ``layer * H + head`` in pruning order (least important first).
         settings: model, evaluation data and anything else worth keeping.
+        majority_accuracy: the share of the most frequent gold label in the evaluation set — the accuracy of a
+            constant prediction, which is what a model with every head pruned tends to (NaN when unknown).
     """
 
     fractions: tuple[float, ...]
@@ -94,6 +97,7 @@ class PruningCurve:
     num_heads: int
     orders: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    majority_accuracy: float = float("nan")
 
     def __post_init__(self) -> None:
         if len(self.num_pruned) != len(self.fractions):
@@ -179,6 +183,7 @@ class PruningCurve:
             "num_heads": self.num_heads,
             "orders": {m: list(o) for m, o in self.orders.items()},
             "settings": dict(self.settings),
+            "majority_accuracy": self.majority_accuracy if np.isfinite(self.majority_accuracy) else None,
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -208,6 +213,7 @@ class PruningCurve:
             num_heads=int(meta["num_heads"]),
             orders={m: tuple(int(i) for i in o) for m, o in meta.get("orders", {}).items()},
             settings=dict(meta.get("settings", {})),
+            majority_accuracy=float(meta["majority_accuracy"]) if meta.get("majority_accuracy") is not None else nan,
         )
 
 
@@ -329,6 +335,7 @@ def prune_curve(
         num_heads=H,
         orders={name: tuple(order) for name, order in orders.items()},
         settings={"model": loaded.name, "batch_size": batch_size},
+        majority_accuracy=float(np.bincount(labels).max() / labels.size),
     )
 
 
@@ -366,6 +373,7 @@ class HeadsAnalysis:
             "pruning": self.curve.to_dict(),
             "correlation": _finite(self.correlations()),
             "num_eval_examples": self.curve.num_examples,
+            "majority_accuracy": _finite(self.curve.majority_accuracy),
             "settings": dict(self.settings),
         }
 
