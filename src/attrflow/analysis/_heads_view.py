@@ -77,7 +77,10 @@ def plot_importance(importance: HeadImportance, *, ax: Axes | None = None) -> Fi
     L, H = scores.shape
     figure, axes = _axes(ax, (min(16.0, 3.0 + 0.45 * H), min(16.0, 2.0 + 0.4 * L)))
     bound = float(abs(scores).max()) or 1.0
-    image = axes.imshow(scores, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    if scores.min() >= 0:  # non-negative maps (taylor, attention, most attattr maps): a sequential scale from 0
+        image = axes.imshow(scores, cmap="Reds", vmin=0.0, vmax=bound, aspect="auto")
+    else:
+        image = axes.imshow(scores, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
     axes.set_xticks(range(H))
     axes.set_yticks(range(L))
     axes.set_xlabel("head")
