@@ -39,15 +39,6 @@ def _inputs(example: Example) -> str | tuple[str, str]:
     return example.text if example.text_pair is None else (example.text, example.text_pair)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared two-core machine: one torch thread is ~5× faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model() -> attrflow.Model:
     # init_scale 0.2: predictions vary across inputs and pruning changes them (0.02 predicts one class everywhere)
