@@ -36,7 +36,8 @@ def naive_attattr(model, inputs, layer, target, steps, rule="riemann-left"):
     model.set_attn_implementation("eager")
     with torch.no_grad():
         out = model(**inputs, output_attentions=True)
-    A = out.attentions[layer].float()
+    attentions = getattr(out, "encoder_attentions", None) or out.attentions  # encoder-decoders: encoder sites first
+    A = attentions[layer]
     model.set_attn_implementation("oracle_test")
     total = torch.zeros_like(A)
     alphas, weights = quadrature(rule, steps) if rule != "riemann-left" else ([k / steps for k in range(steps)], None)
@@ -74,6 +75,27 @@ def test_every_rule_equals_naive_loop_with_the_same_points(arch, rule, steps):
         expected = naive_attattr(model, inputs, layer, result.target, steps=steps, rule=rule)
         scale = expected.abs().max().item()
         torch.testing.assert_close(result.attributions[row], expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_fixed_steps_may_exceed_the_auto_limit():
+    # max_steps bounds steps="auto" only (a fixed steps=64 used to be refused by the auto default max_steps=32)
+    model = attrflow.load_model(build("bert"))
+    result = attrflow.attribute(model, example_inputs("bert"), steps=64, rule="gauss-legendre", layers=0)
+    assert result.settings["steps"] == 64 and result.settings["steps_per_layer"] == [64]
+
+
+@pytest.mark.parametrize("arch", ["t5", "bart", "bert"])
+@pytest.mark.parametrize(("rule", "steps"), [("riemann-right", 3), ("gauss-legendre", 3)])
+def test_float64_models_are_attributed_in_float64(arch, rule, steps):
+    # T5 (no score scaling, relative position bias) amplifies float32 rounding; in float64 the engine, the decoder
+    # side of encoder-decoders and the quadrature must agree with the naive loop to the float32 storage precision
+    model = build(arch, init_scale=0.1).double()
+    inputs = example_inputs(arch)
+    result = attrflow.attribute(attrflow.load_model(model), inputs, steps=steps, rule=rule)
+    for row, layer in enumerate(result.layers):
+        expected = naive_attattr(model, inputs, layer, result.target, steps=steps, rule=rule).float()
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(result.attributions[row], expected, rtol=1e-5, atol=1e-6 * scale)
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama", "vit"])
@@ -117,10 +139,12 @@ def test_results_do_not_depend_on_batch_size(arch):
         torch.testing.assert_close(other.completeness_gap, reference.completeness_gap, rtol=1e-4, atol=1e-9)
 
 
-def test_replay_of_lower_layers_matches_full_recomputation():
-    model = attrflow.load_model(build("bert", init_scale=0.3))
+@pytest.mark.parametrize("arch", ["bert", "bart", "t5"])
+def test_replay_of_lower_layers_matches_full_recomputation(arch):
+    # encoder-decoders replay too: the encoder gets row 0 only, the decoder and head every row
+    model = attrflow.load_model(build(arch, init_scale=0.3))
     assert model._probe.replay_ok
-    inputs = example_inputs("bert")
+    inputs = example_inputs(arch)
     fast = attrflow.attribute(model, inputs, steps=4)
     model._probe.replay_ok = False
     slow = attrflow.attribute(model, inputs, steps=4)

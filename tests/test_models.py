@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 import transformers as T
-from tests.tiny_models import ARCHITECTURES, VOCAB, build, example_inputs, word_tokenizer
+from tests.tiny_models import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, example_inputs, word_tokenizer
 
 import attrflow
 from attrflow.errors import InvalidInputError, UnsupportedModelError
@@ -128,16 +128,69 @@ def test_architectures_that_bypass_the_interface_raise(model):
     assert m.config._attn_implementation == "eager"
 
 
-def test_model_without_head_or_encoder_decoder_raise():
+def test_model_without_head_raises():
     with pytest.raises(UnsupportedModelError, match="head"):
         attrflow.load_model(
             T.BertModel(T.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64))
         )
-    t5 = T.T5ForSequenceClassification(
-        T.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=4, d_kv=8, vocab_size=50)
+
+
+@pytest.mark.parametrize("arch", ENCODER_DECODERS)
+def test_encoder_decoder_layers_are_the_named_encoder_self_attention_sites(arch):
+    model = build(arch, init_scale=0.2)
+    wrapped = attrflow.load_model(model)
+    assert wrapped.is_encoder_decoder and wrapped.num_layers == 3 and wrapped.num_heads == 4
+    assert not wrapped.causal
+    encoder = model.get_encoder()
+    paths = {name for name, _ in model.named_modules()}
+    assert all(name in paths for name in wrapped.site_names + wrapped.other_sites)
+    assert all(".encoder." in name for name in wrapped.site_names)
+    assert len(wrapped.other_sites) == 4 and all(".decoder." in name for name in wrapped.other_sites)
+    # the recorded maps are the encoder's own, the ones the model returns as encoder_attentions
+    inputs = example_inputs(arch)
+    recorded = attrflow.record_attention(wrapped, inputs).attentions
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        expected = torch.stack(model.eval()(**inputs, output_attentions=True).encoder_attentions)[:, 0]
+    model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(recorded, expected, rtol=1e-5, atol=1e-6)
+    assert encoder is model.get_encoder()
+    result = attrflow.attribute(wrapped, inputs, steps=2, layers=[-1])
+    assert result.settings["sites"] == [wrapped.site_names[-1]]
+    # the explained position is the end-of-sequence token the classification head reads
+    assert wrapped.prepare(inputs).output_position == inputs["input_ids"].shape[1] - 1
+    # gating an encoder head is seen by the classifier; decoder heads are never gated
+    gate = torch.ones(3, 4)
+    gate[1] = 0
+    with wrapped.gate_heads(gate):
+        gated = wrapped.predict_proba(inputs)
+    assert not torch.allclose(gated, wrapped.predict_proba(inputs), atol=1e-4)
+
+
+def test_encoder_decoder_without_a_classification_head_is_refused():
+    model = T.BartForConditionalGeneration(
+        T.BartConfig(
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            vocab_size=VOCAB,
+        )
     )
-    with pytest.raises(UnsupportedModelError, match="encoder-decoder"):
-        attrflow.load_model(t5)
+    with pytest.raises(UnsupportedModelError, match="head"):
+        attrflow.load_model(model)
+    with pytest.raises(UnsupportedModelError, match="sequence-classification"):
+        attrflow.load_model(model, task="causal-lm")
+
+
+def test_a_model_that_fails_on_its_own_names_the_cause():
+    cfg = T.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=4, d_kv=8, vocab_size=50)
+    assert not hasattr(cfg, "decoder_start_token_id")  # a hand-built config lacks what T5's classifier reads
+    with pytest.raises(UnsupportedModelError, match="decoder_start_token_id"):
+        attrflow.load_model(T.T5ForSequenceClassification(cfg))
 
 
 def test_grouped_query_attention_is_read_per_query_head():

@@ -58,7 +58,8 @@ _C = dict(
     hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, vocab_size=VOCAB, num_labels=3
 )
 
-ARCHITECTURES = ("bert", "roberta", "distilbert", "albert", "electra", "gpt2", "llama", "vit")
+ARCHITECTURES = ("bert", "roberta", "distilbert", "albert", "electra", "gpt2", "llama", "vit", "bart", "t5")
+ENCODER_DECODERS = ("bart", "t5")
 
 
 def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Module:
@@ -104,6 +105,41 @@ def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Mod
             **kw,
         )
         return T.ViTForImageClassification(cfg)
+    if name == "bart":  # encoder-decoder: 3 encoder layers (the sites), 2 decoder layers
+        cfg = T.BartConfig(
+            d_model=32,
+            encoder_layers=3,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=64,
+            vocab_size=VOCAB,
+            num_labels=3,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            decoder_start_token_id=3,
+            init_std=init_scale,
+        )
+        return T.BartForSequenceClassification(cfg)
+    if name == "t5":  # relative position bias added to the scores, no 1/sqrt(d) scaling
+        cfg = T.T5Config(
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=3,
+            num_decoder_layers=2,
+            num_heads=4,
+            vocab_size=VOCAB,
+            num_labels=3,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+            initializer_factor=init_scale / 0.02,
+        )
+        return T.T5ForSequenceClassification(cfg)
     raise ValueError(name)
 
 

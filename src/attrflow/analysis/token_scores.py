@@ -319,7 +319,10 @@ def blankout_scores(
     """Blank-out token scores (Abnar & Zuidema, ACL 2020, §5), ``[n]``.
 
     ``score_i = |p_y(x) − p_y(x with token i replaced by UNK)|``, in place (same length), one token at a time;
-    all n variants and the input itself run batched through :meth:`Model.predict_batch`.
+    all n variants and the input itself run batched through :meth:`Model.predict_batch`. For encoder-decoder
+    classifiers (BART, T5) the token is replaced in the encoder's input only: the decoder and the head keep the
+    original ids (they classify from the end-of-sequence token), so the score measures the token's role in the
+    encoder, whose attention attrflow explains.
 
     Args:
         model: an :class:`attrflow.Model` with a tokenizer.
@@ -335,6 +338,26 @@ def blankout_scores(
     return (probabilities[0, y] - probabilities[1:, y]).abs().float()
 
 
+def _encoder_blankout_probabilities(model: Model, encoding: Encoding, blank: int, batch_size: int) -> torch.Tensor:
+    """Blank-out for encoder-decoder classifiers: token i is replaced in the encoder's input only.
+
+    The decoder and the classification head keep reading the original ids (BART and T5 classify from the
+    end-of-sequence token, which could not be blanked otherwise); this is occlusion of what the explained
+    attention, the encoder's, sees.
+    """
+    full = encoding.inputs["input_ids"][0]
+    variants = full.unsqueeze(0).repeat(1 + encoding.length, 1)
+    for i, position in enumerate(encoding.positions.tolist()):
+        variants[1 + i, position] = blank
+    embed = model.input_embedding_module()
+    rows = []
+    with torch.no_grad():
+        for start in range(0, variants.shape[0], batch_size):
+            logits = model.run_embeddings(encoding, embed(variants[start : start + batch_size]))
+            rows.append(torch.softmax(logits.double(), dim=-1).cpu())
+    return torch.cat(rows)
+
+
 def _blankout_probabilities(
     model: Model, encoding: Encoding, replacement: Replacement, batch_size: int
 ) -> torch.Tensor:
@@ -342,6 +365,8 @@ def _blankout_probabilities(
     if not encoding.input_ids:
         raise InvalidInputError("blank-out needs token ids; this input has none (image models are not supported)")
     blank = replacement_id(model, replacement)
+    if model.is_encoder_decoder:
+        return _encoder_blankout_probabilities(model, encoding, blank, batch_size)
     ids = list(encoding.input_ids)
     items = [token_features(encoding, ids)]
     for i in range(len(ids)):

@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"model:      {model.name} ({type(model.model).__name__}, {model.num_layers} layers x {model.num_heads} heads)"
     )
+    if model.is_encoder_decoder:
+        print(
+            f"layers:     the encoder's self-attention ({model.site_names[0]} ...); the decoder's "
+            f"{len(model.other_sites)} self-/cross-attention calls run unchanged and are not explained"
+        )
     print(f"tokens:     {' '.join(result.tokens)}")
     if isinstance(result, AttentionAttribution):
         predicted = model.label_name(result.predicted) or str(result.predicted)

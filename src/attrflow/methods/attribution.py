@@ -108,8 +108,10 @@ class AttentionAttributor:
             self.initial_steps, self.adaptive = checked, False
         if not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise InvalidInputError(f"tolerance must be a positive number, got {tolerance!r}")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < self.initial_steps:
-            raise InvalidInputError(f"max_steps must be a whole number >= {self.initial_steps}, got {max_steps!r}")
+        # max_steps bounds steps="auto" only; a fixed number of steps may be larger
+        least = self.initial_steps if self.adaptive else 1
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < least:
+            raise InvalidInputError(f"max_steps must be a whole number >= {least}, got {max_steps!r}")
         self.rule = rule
         self.steps = steps
         self.tolerance = float(tolerance)
@@ -190,6 +192,7 @@ class AttentionAttributor:
                 "model": model.name,
                 "architecture": type(model.model).__name__,
                 "task": model.task,
+                "sites": [model.site_names[layer] for layer in chosen],
                 "target": "predicted" if state.target == state.predicted else "given",
                 "truncated": encoding.truncated,
             },
@@ -218,7 +221,7 @@ class AttentionAttributor:
             for layer, chunk in plan.items():
                 row_alphas, grad_rows = rows[layer]
                 branches[layer] = (
-                    torch.tensor([row_alphas[r] for r in chunk], dtype=torch.float32, device=model.device),
+                    torch.tensor([row_alphas[r] for r in chunk], dtype=torch.float64, device=model.device),
                     sum(1 for r in chunk if r < grad_rows),
                 )
             record = state.clean is None
@@ -226,7 +229,8 @@ class AttentionAttributor:
                 logits, session = model.run_branches(
                     state.encoding, branches, require_grad=True, clean_leaves=need_end and record, record=record
                 )
-                probabilities = torch.softmax(logits.float(), dim=-1)
+                # float32 at least; float64 models keep their precision
+                probabilities = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
                 if record:
                     state.set_clean(session, probabilities[0].detach(), self._resolve_target)
                 prob = probabilities[:, state.target]

@@ -21,7 +21,6 @@ attrflow's attention (so SDPA/flash defaults are restored afterwards).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
@@ -101,24 +100,12 @@ def _word_embeddings(model: Model, encoding: Encoding) -> torch.Tensor:
         raise InvalidInputError(
             "gradient token scores need token ids; this input has none (image models are not supported here)"
         )
-    getter = getattr(model.model, "get_input_embeddings", None)
-    module = getter() if callable(getter) else None
-    if not isinstance(module, nn.Module):
-        raise UnsupportedModelError(
-            f"{type(model.model).__name__} exposes no input-embedding module (get_input_embeddings); "
-            "gradient token scores need one"
-        )
+    module = model.input_embedding_module()
     with torch.no_grad():
         embeddings = module(ids)
     if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 3:
         raise UnsupportedModelError(f"{type(model.model).__name__}: the input embeddings are not [batch, n, d]")
     return embeddings.detach()
-
-
-def _with_embeddings(encoding: Encoding, embeddings: torch.Tensor) -> Encoding:
-    inputs = {key: value for key, value in encoding.inputs.items() if key != "input_ids"}
-    inputs["inputs_embeds"] = embeddings
-    return dataclasses.replace(encoding, inputs=inputs)
 
 
 def resolve_target(model: Model, target: int | None, predicted: int) -> int:
@@ -272,7 +259,7 @@ def _gradient_rows(
         alpha = torch.tensor(part, dtype=embeddings.dtype, device=embeddings.device)
         leaf = (alpha.view(-1, 1, 1) * embeddings).requires_grad_(True)
         with torch.enable_grad():
-            logits = model.run(_with_embeddings(encoding, leaf), batch=len(part)).float()
+            logits = model.run_embeddings(encoding, leaf).float()
             prob = torch.softmax(logits, dim=-1)[:, target]
             (grad,) = torch.autograd.grad(prob.sum(), leaf)
         logits_all.append(logits.detach())

@@ -25,6 +25,9 @@ from attrflow.errors import UnsupportedModelError
 IMPL_NAME = "attrflow"
 
 _SESSION: ContextVar[Session | None] = ContextVar("attrflow_session", default=None)
+# ids of the attention modules that count as sites (None: all); set by Model.engaged for encoder-decoder models,
+# whose decoder self-attention and cross-attention run through the same function but are not exposed as layers
+_SITE_MODULES: ContextVar[frozenset[int] | None] = ContextVar("attrflow_site_modules", default=None)
 _registered = False
 
 
@@ -118,6 +121,16 @@ class Session:
 
 
 @contextlib.contextmanager
+def site_modules(modules: frozenset[int] | None) -> Iterator[None]:
+    """Count only the attention calls of these modules (by ``id``) as sites; None counts every call."""
+    token = _SITE_MODULES.set(modules)
+    try:
+        yield
+    finally:
+        _SITE_MODULES.reset(token)
+
+
+@contextlib.contextmanager
 def active_session(session: Session) -> Iterator[Session]:
     """Make ``session`` the one the attention function consults (nesting restores the outer one)."""
     token = _SESSION.set(session)
@@ -184,12 +197,15 @@ def attrflow_attention_forward(
     elif causal:
         allowed = torch.ones(q_len, kv_len, dtype=torch.bool, device=scores.device).tril()
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    # at least float32 (half-precision models), never less than the model's own precision (float64 models)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
     if dropout > 0.0 and module.training:
         probs = nn.functional.dropout(probs, p=dropout, training=True)
     session = _SESSION.get()
     if session is not None:
-        probs = session.on_site(module, probs)
+        sites = _SITE_MODULES.get()
+        if sites is None or id(module) in sites:
+            probs = session.on_site(module, probs)
     output = torch.matmul(probs, value)
     return output.transpose(1, 2).contiguous(), probs
 

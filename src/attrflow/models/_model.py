@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
-from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered
+from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered, site_modules
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class _Probe:
     blocks: list[nn.Module] = field(default_factory=list)
     site_block_call: list[int] = field(default_factory=list)
     replay_ok: bool = False
+    site_names: tuple[str, ...] = ()
+    other_sites: tuple[str, ...] = ()
 
 
 def _task_of(model: nn.Module) -> Task | None:
@@ -102,11 +104,6 @@ class Model:
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
             raise InvalidInputError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
         config = model.config
-        if getattr(config, "is_encoder_decoder", False):
-            raise UnsupportedModelError(
-                f"{type(model).__name__} is an encoder-decoder model; attrflow supports encoders, decoders and ViTs "
-                "(sequence classification, causal LM, image classification) for now"
-            )
         resolved = task or _task_of(model)
         if resolved is None:
             raise UnsupportedModelError(
@@ -122,6 +119,9 @@ class Model:
         self.name = name or getattr(config, "_name_or_path", "") or type(model).__name__
         self._depth = 0
         self._saved: tuple[Any, bool] | None = None
+        self._encoder = _encoder_of(model, resolved)
+        # attention modules whose calls are sites; None = every call (set by the probe for encoder-decoders)
+        self._site_modules: frozenset[int] | None = None
         ensure_registered()
         self._probe = self._run_probe()
 
@@ -135,6 +135,25 @@ class Model:
     def num_heads(self) -> int:
         """Number of attention heads per layer (query heads for grouped-query attention)."""
         return self._probe.num_heads
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """Whether the model is an encoder–decoder (BART, T5, ...): its layers are the encoder's self-attention."""
+        return self._encoder is not None
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """Module path of each layer's attention site, in call order (``[k]`` marks the k-th call of a shared module).
+
+        For encoder–decoder models these are the encoder's self-attention modules only; the decoder's
+        self-attention and cross-attention run unchanged and are listed in :attr:`other_sites`.
+        """
+        return self._probe.site_names
+
+    @property
+    def other_sites(self) -> tuple[str, ...]:
+        """Attention calls that are not exposed as layers (decoder self- and cross-attention of encoder–decoders)."""
+        return self._probe.other_sites
 
     @property
     def causal(self) -> bool:
@@ -162,9 +181,10 @@ class Model:
         return id2label.get(index)
 
     def __repr__(self) -> str:
+        kind = ", encoder self-attention layers" if self.is_encoder_decoder else ""
         return (
             f"attrflow.Model({self.name!r}, task={self.task!r}, layers={self.num_layers}, heads={self.num_heads}, "
-            f"architecture={type(self.model).__name__})"
+            f"architecture={type(self.model).__name__}{kind})"
         )
 
     # ------------------------------------------------------------------ engagement
@@ -181,7 +201,8 @@ class Model:
             self.model.eval()
         self._depth += 1
         try:
-            yield
+            with site_modules(self._site_modules):
+                yield
         finally:
             self._depth -= 1
             if self._depth == 0 and self._saved is not None:
@@ -212,6 +233,9 @@ class Model:
             return {"pixel_values": torch.randn(1, channels, size, size, generator=generator)}
         vocab = int(config.get_text_config().vocab_size)
         ids = torch.arange(5, 5 + 6) % vocab
+        eos = getattr(config, "eos_token_id", None)
+        if self.is_encoder_decoder and isinstance(eos, int):
+            ids[-1] = eos  # BART/T5 classification heads read the hidden state at the end-of-sequence token
         return {"input_ids": ids.view(1, -1), "attention_mask": torch.ones(1, ids.numel(), dtype=torch.long)}
 
     def _run_probe(self) -> _Probe:
@@ -222,6 +246,11 @@ class Model:
         try:
             with torch.no_grad():
                 reference = self._logits(self.model(**dummy))
+        except Exception as exc:  # any failure of the model's own code on a plain input: say which, keep the cause
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} fails on a plain {', '.join(dummy)} input before attrflow changes "
+                f"anything ({type(exc).__name__}: {exc}); check the model's config"
+            ) from exc
         finally:
             self.model.train(was_training)
         session = Session(record=True)
@@ -230,6 +259,16 @@ class Model:
             session.reset()
             ours = self._logits(self.model(**dummy))
         arch = type(self.model).__name__
+        names = _site_names(self.model, session.modules)
+        selected = list(range(session.count))
+        if self._encoder is not None:
+            inside = {id(module) for module in self._encoder.modules()}
+            selected = [i for i, module in enumerate(session.modules) if id(module) in inside]
+            if session.count and not selected:
+                raise UnsupportedModelError(
+                    f"{arch}: none of its attention calls is inside the encoder ({type(self._encoder).__name__}); "
+                    "attrflow explains the encoder self-attention of encoder-decoder models"
+                )
         if session.count == 0:
             raise UnsupportedModelError(
                 f"{arch} computes attention inline and bypasses transformers' AttentionInterface, so attrflow "
@@ -242,15 +281,19 @@ class Model:
                 f"{arch}: outputs through attrflow's attention differ from the model's own by {diff:.2e}; "
                 "its attention does something attrflow does not reproduce, so results would be wrong"
             )
-        heads = {int(r.shape[1]) for r in session.records}
+        records = [session.records[i] for i in selected]
+        heads = {int(r.shape[1]) for r in records}
         if len(heads) != 1:
             raise UnsupportedModelError(f"{arch}: layers have different head counts {sorted(heads)}")
-        causal = (
-            all(bool((r.triu(diagonal=1) == 0).all()) for r in session.records) and session.records[0].shape[-1] > 1
-        )
-        probe = _Probe(num_sites=session.count, num_heads=heads.pop(), causal=causal)
+        causal = all(bool((r.triu(diagonal=1) == 0).all()) for r in records) and records[0].shape[-1] > 1
+        probe = _Probe(num_sites=len(selected), num_heads=heads.pop(), causal=causal)
         probe.blocks = blocks
-        probe.site_block_call = list(session.site_block_call)
+        probe.site_block_call = [session.site_block_call[i] for i in selected]
+        probe.site_names = tuple(names[i] for i in selected)
+        chosen = set(selected)
+        probe.other_sites = tuple(name for i, name in enumerate(names) if i not in chosen)
+        if self._encoder is not None:
+            self._site_modules = frozenset(id(session.modules[i]) for i in selected)
         probe.replay_ok = self._check_replay(probe, dummy, ours)
         logger.debug(
             "probed %s: %d sites, %d heads, replay=%s", arch, probe.num_sites, probe.num_heads, probe.replay_ok
@@ -330,7 +373,17 @@ class Model:
             plan[probe.site_block_call[site]] = int(alphas.shape[0])
             total += int(alphas.shape[0])
         session.reset()
-        if replay:
+        if replay and self._encoder is not None and total > 1:
+            # the decoder and the head need every row (they read the branched encoder states and input_ids), the
+            # encoder only row 0 below the branch points: it gets row 0 and grows rows at the branching blocks
+            expanded = {k: v.expand(total, *v.shape[1:]) for k, v in inputs.items()}
+            with (
+                _first_row_into(self._encoder, total),
+                _branching_hooks(probe.blocks, session, plan),
+                active_session(session),
+            ):
+                out = self.model(**expanded)
+        elif replay:
             with _branching_hooks(probe.blocks, session, plan), active_session(session):
                 out = self.model(**inputs)
         else:
@@ -356,6 +409,39 @@ class Model:
         session = session or Session()
         with self.engaged():
             return self._forward(encoding.inputs, session, batch=batch, position=self._position(encoding))
+
+    def input_embedding_module(self) -> nn.Module:
+        """The module that turns token ids into word embeddings (the encoder's own, for encoder-decoders).
+
+        Raises:
+            UnsupportedModelError: the model exposes none (``get_input_embeddings``).
+        """
+        owner = self._encoder if self._encoder is not None else self.model
+        getter = getattr(owner, "get_input_embeddings", None)
+        module = getter() if callable(getter) else getattr(owner, "embed_tokens", None)
+        if not isinstance(module, nn.Module):
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} exposes no input-embedding module (get_input_embeddings); "
+                "gradient token scores need one"
+            )
+        return module
+
+    def run_embeddings(self, encoding: Encoding, embeddings: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]`` with the word embeddings of ``encoding`` replaced by ``embeddings`` ``[B, N, d]``.
+
+        ``embeddings`` stands for the output of :meth:`input_embedding_module` (position and token-type embeddings
+        are still added by the model); gradients flow back to it. Encoder-decoder models get the embeddings in the
+        encoder only: their decoder and classification head still read the token ids.
+        """
+        batch = int(embeddings.shape[0])
+        position = self._position(encoding)
+        with self.engaged():
+            if self._encoder is None:
+                inputs = {key: value for key, value in encoding.inputs.items() if key != "input_ids"}
+                inputs["inputs_embeds"] = embeddings
+                return self._forward(inputs, Session(), batch=batch, position=position)
+            with _embeddings_into(self._encoder, embeddings):
+                return self._forward(encoding.inputs, Session(), batch=batch, position=position)
 
     def run_branches(
         self,
@@ -481,7 +567,10 @@ class Model:
         special = tuple(i in special_ids for i in id_list)
         segments = tensors.get("token_type_ids")
         segment_ids = None if segments is None else tuple(int(s) for s in segments[0, positions])
-        output_position = len(id_list) - 1 if (self.causal or self.task == "causal-lm") else 0
+        # decoders read the last position; encoder-decoder classifiers read the end-of-sequence token (last)
+        output_position = (
+            len(id_list) - 1 if (self.causal or self.task == "causal-lm" or self.is_encoder_decoder) else 0
+        )
         return Encoding(
             inputs=tensors,
             tokens=tokens,
@@ -574,12 +663,25 @@ class Model:
                 continue
             first, second = (item, None) if isinstance(item, str) else (item[0], item[1])
             features.append(self.tokenizer(first, second, truncation=limit is not None, max_length=limit))
-        # similar lengths together: less padding, same results (rows are independent)
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        # similar lengths together: less padding, same results (rows are independent). Encoder-decoder classifiers
+        # (BART, T5) read every row's end-of-sequence tokens and need the same number of them within a batch.
+        eos = getattr(self.model.config, "eos_token_id", None)
+
+        def group(i: int) -> int:
+            if not self.is_encoder_decoder or not isinstance(eos, int):
+                return 0
+            return list(features[i]["input_ids"]).count(eos)
+
+        order = sorted(range(len(features)), key=lambda i: (group(i), len(features[i]["input_ids"])))
+        chunks: list[list[int]] = []
+        for i in order:
+            if not chunks or len(chunks[-1]) == batch_size or group(chunks[-1][0]) != group(i):
+                chunks.append([])
+            chunks[-1].append(i)
         rows: list[torch.Tensor] = []
         with self.engaged(), torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                chunk = [features[i] for i in order[start : start + batch_size]]
+            for members in chunks:
+                chunk = [features[i] for i in members]
                 encoded = self.tokenizer.pad(chunk, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in encoded.items()}
                 session = Session(gate=_GATE.get())
@@ -614,6 +716,78 @@ class Model:
             yield
         finally:
             _GATE.reset(token)
+
+
+def _encoder_of(model: nn.Module, task: Task) -> nn.Module | None:
+    """The encoder stack of an encoder-decoder model (None for encoders, decoders and ViTs)."""
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return None
+    getter = getattr(model, "get_encoder", None)
+    encoder = getter() if callable(getter) else None
+    if not isinstance(encoder, nn.Module) or encoder is model:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is an encoder-decoder model without a separate encoder (get_encoder()); "
+            "attrflow explains the encoder self-attention of encoder-decoder models and cannot find it here"
+        )
+    if task != "sequence-classification":
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: attrflow explains encoder-decoder models with a sequence-classification head "
+            f"(e.g. BartForSequenceClassification, T5ForSequenceClassification), not task={task!r}"
+        )
+    return encoder
+
+
+def _site_names(model: nn.Module, modules: Sequence[nn.Module]) -> list[str]:
+    """Module path of each attention call; ``[k]`` numbers the calls of a module that runs more than once."""
+    paths = {id(module): name for name, module in model.named_modules()}
+    total: dict[int, int] = {}
+    for module in modules:
+        total[id(module)] = total.get(id(module), 0) + 1
+    seen: dict[int, int] = {}
+    names = []
+    for module in modules:
+        key = id(module)
+        name = paths.get(key, type(module).__name__) or type(module).__name__
+        if total[key] > 1:
+            name = f"{name}[{seen.get(key, 0)}]"
+            seen[key] = seen.get(key, 0) + 1
+        names.append(name)
+    return names
+
+
+@contextlib.contextmanager
+def _embeddings_into(encoder: nn.Module, embeddings: torch.Tensor) -> Iterator[None]:
+    """Run ``encoder`` on ``embeddings`` (as ``inputs_embeds``) instead of the token ids it is called with."""
+
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if args and isinstance(args[0], torch.Tensor):
+            args = (None, *args[1:])
+        kwargs["input_ids"] = None
+        kwargs["inputs_embeds"] = embeddings
+        return args, kwargs
+
+    handle = encoder.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _first_row_into(module: nn.Module, rows: int) -> Iterator[None]:
+    """Give ``module`` only row 0 of every batch-``rows`` tensor argument (its other rows are copies of it)."""
+
+    def first_row(value: Any) -> Any:
+        return value[:1] if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == rows else value
+
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return tuple(first_row(a) for a in args), {k: first_row(v) for k, v in kwargs.items()}
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _candidate_blocks(model: nn.Module) -> list[nn.Module]:
