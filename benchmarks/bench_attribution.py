@@ -12,7 +12,7 @@ attrflow L + Σ_l (L − l)·r with r rows per layer (the layers below l are com
 the α = 1 point, the α = 0 row gives F(0)): Lobatto-4 has r = 3, so L=6: 69 vs 720 (10.4×); L=12: 246 vs 2880.
 
 Usage:
-    python benchmarks/bench_attribution.py [--models minilm,bert-base] [--examples 3] [--threads 2]
+    python benchmarks/bench_attribution.py [--models minilm,bert-base,bart-large] [--examples 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def naive_attattr(model: torch.nn.Module, inputs: dict, steps: int = 20) -> tupl
         out = model(**inputs, output_attentions=True)
     probs = torch.softmax(out.logits, -1)[0]
     target = int(probs.argmax())
-    attentions = [a.detach() for a in out.attentions]
+    # encoder-decoders: the encoder's self-attention sites, which run first
+    attentions = [a.detach() for a in (getattr(out, "encoder_attentions", None) or out.attentions)]
     model.set_attn_implementation("naive_bench")
     batch = {k: v.expand(steps, *v.shape[1:]) for k, v in inputs.items()}
     alphas = torch.arange(steps, dtype=torch.float32) / steps
@@ -107,6 +108,17 @@ def bert_base() -> tuple[torch.nn.Module, object, str]:
     return model, tokenizer, "BERT-base size, random weights"
 
 
+def bart_large() -> tuple[torch.nn.Module, object, str]:
+    """BartConfig's defaults, i.e. BART-large size (12 encoder + 12 decoder layers, 16 heads, d 1024), random
+    weights, MiniLM's word pieces ([SEP] as end of sequence)."""
+    _, tokenizer, _ = minilm()
+    torch.manual_seed(0)
+    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.cls_token_id}
+    ids |= {"eos_token_id": tokenizer.sep_token_id, "decoder_start_token_id": tokenizer.sep_token_id}
+    config = T.BartConfig(vocab_size=tokenizer.vocab_size, num_labels=2, **ids)
+    return T.BartForSequenceClassification(config), tokenizer, "BART-large size (encoder-decoder, 12+12 layers), random weights"
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     """Wall-clock and CPU seconds of this process (CPU time is less disturbed by other jobs on a shared machine)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -122,7 +134,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2, help="repetitions over the examples (median reported)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    builders = {"sentiment": minilm, "minilm": minilm, "bert-base": bert_base}
+    builders = {"sentiment": minilm, "minilm": minilm, "bert-base": bert_base, "bart-large": bart_large}
     settings: list[tuple[str, str, int | str]] = [
         ("attrflow paper rule (riemann-right, m=20)", "riemann-right", 20),
         ("attrflow official rule (riemann-left, m=20)", "riemann-left", 20),
