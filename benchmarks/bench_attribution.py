@@ -116,7 +116,11 @@ def bart_large() -> tuple[torch.nn.Module, object, str]:
     ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.cls_token_id}
     ids |= {"eos_token_id": tokenizer.sep_token_id, "decoder_start_token_id": tokenizer.sep_token_id}
     config = T.BartConfig(vocab_size=tokenizer.vocab_size, num_labels=2, **ids)
-    return T.BartForSequenceClassification(config), tokenizer, "BART-large size (encoder-decoder, 12+12 layers), random weights"
+    return (
+        T.BartForSequenceClassification(config),
+        tokenizer,
+        "BART-large size (encoder-decoder, 12+12 layers), random weights",
+    )
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
