@@ -692,6 +692,54 @@ def head_importance(
         loaded = resolve_model(model, device=device)
         return random_importance(loaded.num_layers, loaded.num_heads, seed=seed)
     subset = select_examples(dataset, examples, selection=selection, seed=seed)
+    importances, _ = data_importances(
+        model,
+        subset,
+        (method,),
+        target=target,
+        steps=steps,
+        rule=rule,
+        taylor_objective=taylor_objective,
+        top_k=top_k,
+        batch_size=batch_size,
+        device=device,
+        out_dir=out_dir,
+        engine=engine,
+        address=address,
+        num_workers=num_workers,
+        examples_per_batch=examples_per_batch,
+        progress=progress,
+        extra_settings={"selection": selection, "seed": seed},
+    )
+    return importances[method]
+
+
+def data_importances(
+    model: Model | str | os.PathLike[str],
+    subset: Sequence[Any],
+    methods: Sequence[str],
+    *,
+    target: Target,
+    steps: Steps,
+    rule: Rule,
+    taylor_objective: TaylorObjective,
+    top_k: int,
+    batch_size: int | None,
+    device: str | None,
+    out_dir: str | os.PathLike[str] | None,
+    engine: Engine,
+    address: str | None,
+    num_workers: int | None,
+    examples_per_batch: int,
+    progress: bool,
+    extra_settings: Mapping[str, Any],
+    consolidate: bool = False,
+) -> tuple[dict[str, HeadImportance], dict[str, Any]]:
+    """Importance of the data methods over ``subset`` from one runner pass (one task computes all of them).
+
+    Returns the importance of each method (``extra_settings`` added to its settings) and the run's settings.
+    ``consolidate`` merges the run's Parquet parts into one file when ``out_dir`` is kept.
+    """
     if engine == "ray" and isinstance(model, Model):
         raise InvalidInputError(
             "engine='ray' needs the model as a built-in name or a checkpoint directory (each worker loads its own "
@@ -699,7 +747,7 @@ def head_importance(
         )
     task = HeadScoresTask(
         model,
-        methods=(method,),
+        methods=tuple(methods),
         target=target,
         steps=steps,
         rule=rule,
@@ -719,5 +767,10 @@ def head_importance(
             batch_size=examples_per_batch,
             progress=progress,
         )
-        importance = HeadImportance.from_run(run, method)
-    return dataclasses.replace(importance, settings={**importance.settings, "selection": selection, "seed": seed})
+        if consolidate and out_dir is not None:
+            run.consolidate()
+        importances = {}
+        for method in methods:
+            importance = HeadImportance.from_run(run, method)
+            importances[method] = dataclasses.replace(importance, settings={**importance.settings, **extra_settings})
+        return importances, dict(run.settings)

@@ -11,7 +11,6 @@ curves) and is what ``attrflow heads`` calls.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import logging
@@ -30,14 +29,13 @@ from attrflow.analysis.heads import (
     DEFAULT_EXAMPLES,
     METHODS,
     HeadImportance,
-    HeadScoresTask,
     Selection,
     Target,
     TaylorObjective,
     _check_choice,
     _gold_label,
     _inputs_of,
-    _run_directory,
+    data_importances,
     pruned_count,
     random_importance,
     resolve_model,
@@ -48,7 +46,7 @@ from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps
 from attrflow.methods.quadrature import Rule
 from attrflow.models import Model
 from attrflow.results import SCHEMA_VERSION, _atomic_write_bytes, _save, load_result, register_result_type
-from attrflow.runner import Engine, run_dataset
+from attrflow.runner import Engine
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -513,15 +511,12 @@ def analyze_heads(
     subset: Sequence[Any] = []
     by_method: dict[str, HeadImportance] = {}
     if data_methods:
-        if engine == "ray" and isinstance(model, Model):
-            raise InvalidInputError(
-                "engine='ray' needs the model as a built-in name or a checkpoint directory (each worker loads its "
-                "own replica); a live Model object cannot be sent to the workers"
-            )
         subset = select_examples(dataset, examples, selection=selection, seed=seed)
-        task = HeadScoresTask(
-            loaded if engine == "local" else str(model),
-            methods=data_methods,
+        by_method, run_settings = data_importances(
+            # the local engine reuses the model loaded here; Ray workers load their own replicas from the name
+            loaded if engine == "local" else (model if isinstance(model, Model) else str(model)),
+            subset,
+            data_methods,
             target=target,
             steps=steps,
             rule=rule,
@@ -529,26 +524,15 @@ def analyze_heads(
             top_k=top_k,
             batch_size=batch_size,
             device=device,
+            out_dir=out_dir,
+            engine=engine,
+            address=address,
+            num_workers=num_workers,
+            examples_per_batch=examples_per_batch,
+            progress=progress,
+            extra_settings={"selection": selection, "seed": seed},
+            consolidate=True,
         )
-        with _run_directory(out_dir) as directory:
-            run = run_dataset(
-                task,
-                subset,
-                out_dir=directory,
-                engine=engine,
-                address=address,
-                num_workers=num_workers,
-                batch_size=examples_per_batch,
-                progress=progress,
-            )
-            if out_dir is not None:
-                run.consolidate()
-            by_method = {}
-            for method in data_methods:
-                importance = HeadImportance.from_run(run, method)
-                extra = {"selection": selection, "seed": seed}
-                by_method[method] = dataclasses.replace(importance, settings={**importance.settings, **extra})
-            run_settings = dict(run.settings)
     for method in chosen:
         importances[method] = (
             by_method[method]
