@@ -245,6 +245,45 @@ def test_pruning_curve_equals_one_example_at_a_time_evaluation(model, labelled):
     assert curve.to_dict()["random"]["auc"] == pytest.approx(expected_auc)
 
 
+def test_prune_curve_resumes_from_its_checkpoint(model, labelled, tmp_path, monkeypatch):
+    rankings = [random_importance(model.num_layers, model.num_heads, seed=s) for s in (1, 2)]
+    rankings = {f"r{i}": r for i, r in enumerate(rankings)}
+    fractions = (0.0, 0.25, 0.5, 0.75, 1.0)
+    fresh = prune_curve(model, labelled, rankings, fractions=fractions, progress=False)
+    checkpoint = tmp_path / "pruning-progress.json"
+    calls = {"n": 0}
+    original = type(model).predict_batch
+
+    def dies_after_three(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt  # stopped mid-evaluation
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "predict_batch", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        prune_curve(model, labelled, rankings, fractions=fractions, progress=False, checkpoint=checkpoint)
+    assert len(json.loads(checkpoint.read_text())["masks"]) == 3
+    monkeypatch.setattr(type(model), "predict_batch", original)
+    counted = {"n": 0}
+
+    def counting(self, *args, **kwargs):
+        counted["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "predict_batch", counting)
+    resumed = prune_curve(model, labelled, rankings, fractions=fractions, progress=False, checkpoint=checkpoint)
+    unique = {frozenset(r.order().tolist()[: pruned_count(f, 12)]) for r in rankings.values() for f in fractions}
+    assert counted["n"] == len(unique) - 3  # only what was missing
+    assert resumed.accuracy == fresh.accuracy
+    # another evaluation set must not reuse these numbers
+    with pytest.raises(InvalidInputError, match="another evaluation"):
+        prune_curve(model, labelled[:-1], rankings, fractions=fractions, progress=False, checkpoint=checkpoint)
+    checkpoint.write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not a readable pruning checkpoint"):
+        prune_curve(model, labelled, rankings, fractions=fractions, progress=False, checkpoint=checkpoint)
+
+
 def test_prune_curve_refuses_bad_input(model, labelled):
     ranking = random_importance(model.num_layers, model.num_heads)
     with pytest.raises(InvalidInputError, match="increasing"):
@@ -376,6 +415,7 @@ def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, capsys)
         assert column in table.column_names
     assert (out / "pruning.png").exists() and "<svg" in (out / "heads.html").read_text()
 
+    assert len(json.loads((out / "pruning-progress.json").read_text())["masks"]) >= 3  # the resumable pruning part
     assert main(argv) == 0  # a finished run: nothing recomputed, the same study
     assert json.loads((out / "heads.json").read_text())["importance"] == study["importance"]
     with pytest.raises(SystemExit):

@@ -11,6 +11,7 @@ curves) and is what ``attrflow heads`` calls.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -268,6 +269,7 @@ def prune_curve(
     batch_size: int = 64,
     device: str | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> PruningCurve:
     """Accuracy on ``dataset`` after pruning the least important heads of each ranking (Hao et al. 2021, §4.2).
 
@@ -285,9 +287,15 @@ def prune_curve(
         batch_size: examples per forward pass (speed only).
         device: device of a model loaded from a name or path.
         progress: show a progress bar.
+        checkpoint: a JSON file that keeps the accuracy of every evaluated pruned set (rewritten atomically after
+            each): a run stopped at any moment and started again with the same checkpoint evaluates only the sets
+            still missing. A checkpoint written for another model or evaluation set is refused.
 
     Returns:
         The :class:`PruningCurve`, with the area under each curve in ``auc``.
+
+    Raises:
+        InvalidInputError: bad fractions or rankings, an empty dataset, or a checkpoint of another evaluation.
     """
     from tqdm.auto import tqdm
 
@@ -311,15 +319,23 @@ def prune_curve(
     orders = {name: ranking.order().tolist() for name, ranking in rankings.items()}
     pruned_sets = {(name, k): frozenset(orders[name][:k]) for name in rankings for k in counts}
     unique = list(dict.fromkeys(pruned_sets.values()))
+    progress_file = _PruningProgress(checkpoint, loaded, items, labels) if checkpoint is not None else None
     accuracy_of: dict[frozenset[int], float] = {}
-    bar = tqdm(total=len(unique), desc="pruning", unit="mask", disable=not progress)
+    if progress_file is not None:
+        wanted = set(unique)
+        accuracy_of.update({pruned: acc for pruned, acc in progress_file.done.items() if pruned in wanted})
+    bar = tqdm(total=len(unique), initial=len(accuracy_of), desc="pruning", unit="mask", disable=not progress)
     try:
         for pruned in unique:
+            if pruned in accuracy_of:
+                continue
             mask = torch.ones(L * H)
             mask[sorted(pruned)] = 0.0
             with loaded.gate_heads(mask.view(L, H)):
                 probabilities = loaded.predict_batch(items, batch_size=batch_size)
             accuracy_of[pruned] = float((probabilities.argmax(dim=-1).numpy() == labels).mean())
+            if progress_file is not None:
+                progress_file.add(pruned, accuracy_of[pruned])
             bar.update(1)
     finally:
         bar.close()
@@ -335,6 +351,46 @@ def prune_curve(
         settings={"model": loaded.name, "batch_size": batch_size},
         majority_accuracy=float(np.bincount(labels).max() / labels.size),
     )
+
+
+class _PruningProgress:
+    """The accuracy of each evaluated pruned set, kept in a JSON file that is replaced atomically after each."""
+
+    VERSION = 1
+
+    def __init__(self, path: str | os.PathLike[str], model: Model, items: Sequence[Any], labels: np.ndarray) -> None:
+        self.path = Path(path)
+        digest = hashlib.sha256(json.dumps([list(items), labels.tolist()], sort_keys=True).encode()).hexdigest()
+        self.identity = {
+            "version": self.VERSION,
+            "model": model.name,
+            "layers": model.num_layers,
+            "heads": model.num_heads,
+            "examples": len(items),
+            "evaluation_sha256": digest,
+        }
+        self.done: dict[frozenset[int], float] = {}
+        if self.path.exists():
+            try:
+                stored = json.loads(self.path.read_text())
+                identity, masks = stored["identity"], stored["masks"]
+                done = {frozenset(int(h) for h in entry["pruned"]): float(entry["accuracy"]) for entry in masks}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise InvalidInputError(
+                    f"{self.path} is not a readable pruning checkpoint ({exc}); delete it to start the evaluation anew"
+                ) from exc
+            if identity != self.identity:
+                changed = sorted(k for k in self.identity if identity.get(k) != self.identity[k])
+                raise InvalidInputError(
+                    f"{self.path} holds pruning results of another evaluation (different {', '.join(changed)}); "
+                    "use another output directory, or delete the file to start anew"
+                )
+            self.done = done
+
+    def add(self, pruned: frozenset[int], accuracy: float) -> None:
+        self.done[pruned] = accuracy
+        masks = [{"pruned": sorted(p), "accuracy": a} for p, a in self.done.items()]
+        _atomic_write_bytes(self.path, json.dumps({"identity": self.identity, "masks": masks}).encode())
 
 
 # ---------------------------------------------------------------------- the whole study
@@ -543,7 +599,13 @@ def analyze_heads(
         eval_dataset if eval_dataset is not None else dataset, eval_examples, selection=selection, seed=seed
     )
     curve = prune_curve(
-        loaded, evaluation, importances, fractions=fractions, batch_size=eval_batch_size, progress=progress
+        loaded,
+        evaluation,
+        importances,
+        fractions=fractions,
+        batch_size=eval_batch_size,
+        progress=progress,
+        checkpoint=None if out_dir is None else Path(out_dir) / "pruning-progress.json",
     )
     settings = {
         **run_settings,
