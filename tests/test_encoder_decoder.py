@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers as T
 from tests.tiny_models import ENCODER_DECODERS, build, word_tokenizer
 
 import attrflow
@@ -119,3 +120,42 @@ def test_cli_explains_an_encoder_decoder_checkpoint_and_names_its_layers(tmp_pat
     assert main(["explain", "the movie was good", "--model", str(tmp_path), "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "model.encoder.layers.0.self_attn" in out and "4 self-/cross-attention calls" in out
+
+
+_BART_LIKE = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    max_position_embeddings=64,
+    init_std=0.1,
+)
+_T5_LIKE = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4)
+_IDS = dict(vocab_size=40, num_labels=3, pad_token_id=0, eos_token_id=3, decoder_start_token_id=3, bos_token_id=2)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: T.MBartForSequenceClassification(T.MBartConfig(**_BART_LIKE, **_IDS)),
+        lambda: T.PLBartForSequenceClassification(T.PLBartConfig(**_BART_LIKE, **_IDS)),
+        lambda: T.MT5ForSequenceClassification(T.MT5Config(**_T5_LIKE, **_IDS)),
+        lambda: T.UMT5ForSequenceClassification(T.UMT5Config(**_T5_LIKE, **_IDS)),
+    ],
+    ids=["mbart", "plbart", "mt5", "umt5"],
+)
+def test_other_encoder_decoder_families_equal_the_naive_loop(make):
+    from tests.test_attribution import naive_attattr
+
+    torch.manual_seed(0)
+    model = make()
+    inputs = {"input_ids": torch.tensor([[5, 7, 8, 9, 10, 11, 3]])}
+    wrapped = attrflow.load_model(model)
+    assert wrapped.is_encoder_decoder and wrapped.num_layers == 2 and wrapped._probe.replay_ok
+    result = attrflow.attribute(wrapped, inputs, steps=4, rule="riemann-left")
+    for row, layer in enumerate(result.layers):
+        expected = naive_attattr(model, inputs, layer, result.target, steps=4)
+        torch.testing.assert_close(result.attributions[row], expected, rtol=1e-5, atol=1e-6 * expected.abs().max())
