@@ -11,6 +11,7 @@ from tests.tiny_models import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, exa
 
 import attrflow
 from attrflow.errors import InvalidInputError, UnsupportedModelError
+from attrflow.methods.gradients import embedding_gradients
 
 
 def _snapshot(model):
@@ -40,6 +41,8 @@ def test_model_is_returned_exactly_as_it_came(arch):
     attrflow.record_attention(wrapped, inputs)
     with wrapped.gate_heads(torch.ones(wrapped.num_layers, wrapped.num_heads)):
         wrapped.predict_proba(inputs)
+    if arch != "vit":  # the embedding path (inputs_embeds, or an encoder hook for encoder-decoders)
+        embedding_gradients(wrapped, inputs, steps=2)
     assert _snapshot(model) == before
     torch.testing.assert_close(_outputs(model, inputs), outputs)
 
