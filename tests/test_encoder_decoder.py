@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
+from tests.oracle import naive_attattr
 from tests.tiny_models import ENCODER_DECODERS, build, word_tokenizer
 
 import attrflow
@@ -148,8 +149,6 @@ _IDS = dict(vocab_size=40, num_labels=3, pad_token_id=0, eos_token_id=3, decoder
     ids=["mbart", "plbart", "mt5", "umt5"],
 )
 def test_other_encoder_decoder_families_equal_the_naive_loop(make):
-    from tests.test_attribution import naive_attattr
-
     torch.manual_seed(0)
     model = make()
     inputs = {"input_ids": torch.tensor([[5, 7, 8, 9, 10, 11, 3]])}

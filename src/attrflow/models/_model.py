@@ -761,8 +761,9 @@ def _embeddings_into(encoder: nn.Module, embeddings: torch.Tensor) -> Iterator[N
 
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if args and isinstance(args[0], torch.Tensor):
-            args = (None, *args[1:])
-        kwargs["input_ids"] = None
+            args = (None, *args[1:])  # input_ids given positionally
+        else:
+            kwargs["input_ids"] = None
         kwargs["inputs_embeds"] = embeddings
         return args, kwargs
 
@@ -775,10 +776,15 @@ def _embeddings_into(encoder: nn.Module, embeddings: torch.Tensor) -> Iterator[N
 
 @contextlib.contextmanager
 def _first_row_into(module: nn.Module, rows: int) -> Iterator[None]:
-    """Give ``module`` only row 0 of every batch-``rows`` tensor argument (its other rows are copies of it)."""
+    """Give ``module`` only row 0 of every batch-``rows`` tensor argument (its other rows are copies of it).
+
+    Only tensors of two or more dimensions are batches here (ids, masks, embeddings); a one-dimensional tensor
+    (e.g. positions) whose length happens to equal ``rows`` is left alone.
+    """
 
     def first_row(value: Any) -> Any:
-        return value[:1] if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == rows else value
+        batched = isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == rows
+        return value[:1] if batched else value
 
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         return tuple(first_row(a) for a in args), {k: first_row(v) for k, v in kwargs.items()}
