@@ -16,8 +16,9 @@ paper's input gradient is floating-point rounding noise. :attr:`EmbeddingGradien
 The gradient is taken with respect to the output of the model's input-embedding module
 (``get_input_embeddings()``), passed back as ``inputs_embeds`` (:meth:`attrflow.Model.run_embeddings`); position and
 token-type embeddings are added inside the model as usual. For encoder-decoder classifiers these are the encoder's
-word embeddings, given to the encoder alone (the decoder and the head keep reading the token ids). Every quadrature point of an input runs in one batch, with the model routed through
-attrflow's attention (so SDPA/flash defaults are restored afterwards).
+word embeddings, given to the encoder alone (the decoder and the head keep reading the token ids). Every quadrature
+point of an input runs in one batch, with the model routed through attrflow's attention (so SDPA/flash defaults are
+restored afterwards).
 """
 
 from __future__ import annotations
