@@ -876,6 +876,9 @@ def load_model(
 ) -> Model:
     """Wrap a model for attrflow: a built-in name, a local checkpoint directory, or a loaded transformers model.
 
+    Sequence classifiers, causal LMs and image classifiers are supported; for encoder-decoder classifiers (BART, T5,
+    ...) the layers are the encoder's self-attention sites (:attr:`Model.site_names`).
+
     Args:
         source: ``"sentiment"`` / ``"agreement"`` (models shipped with attrflow), a local directory with
             ``config.json`` and weights, or a ``PreTrainedModel`` object. Nothing is downloaded from a hub.
@@ -888,7 +891,8 @@ def load_model(
 
     Raises:
         InvalidInputError: the path does not exist or is not a checkpoint.
-        UnsupportedModelError: the architecture bypasses AttentionInterface, or has no explainable head.
+        UnsupportedModelError: the architecture bypasses AttentionInterface, has no explainable head (an
+            encoder-decoder needs a sequence-classification head), or fails on a plain input.
     """
     if isinstance(source, nn.Module):
         model = source
