@@ -91,7 +91,7 @@ def test_explain_and_faithfulness_run_on_encoder_decoders(arch, tmp_path):
     explanation = attrflow.explain(model, "the movie was very good")
     assert explanation.result.attributions.shape == (3, 4, 7, 7)
     path = explanation.write(tmp_path / "report.html")
-    assert "encoder" in path.read_text()
+    assert model.site_names[0] in path.read_text()  # the report names the explained sites
     data = attrflow.load_dataset(
         _jsonl(tmp_path, ["the movie was good", "bad plot and boring acting", "not very good but fun"])
     )
