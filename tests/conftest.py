@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+
+# shared test support (runner_tasks.py) lives beside this file; tests in the tiers import it by name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # tiny models: a thread pool costs more than it saves, and the machine is shared
 torch.set_num_threads(1)

@@ -164,7 +164,7 @@ def main(argv: list[str]) -> None:
         make_dataset(n),
         out_dir=out,
         engine=engine,  # type: ignore[arg-type]
-        batch_size=1,
+        examples_per_batch=1,
         part_rows=2,
         checkpoint_seconds=0.0,
         progress=False,

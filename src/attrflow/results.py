@@ -6,11 +6,9 @@ version; nothing is ever pickled.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from attrflow.errors import InvalidInputError, ResultFormatError
+from attrflow.errors import InvalidInputError
+from attrflow.storage import (
+    SCHEMA_VERSION,
+    atomic_write_bytes,
+    load_result,
+    register_result_type,
+    write_result,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,10 +34,6 @@ if TYPE_CHECKING:
     from attrflow.viz.report import TokenScores
 
 __all__ = ["SCHEMA_VERSION", "AttentionAttribution", "RecordedAttention", "load_result"]
-
-SCHEMA_VERSION = 1
-_KIND_KEY = "attrflow.kind"
-_META_KEY = "attrflow.meta"
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,9 +192,12 @@ class AttentionAttribution:
         return plot_heatmap(self, kind=kind, layer=layer, head=head, ax=ax)
 
     # ------------------------------------------------------------------ serialisation
+    def to_parts(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """``(meta, tensors)``: what :meth:`save` stores."""
+        return self._meta(), self._tensors()
+
     def _meta(self) -> dict[str, Any]:
         return {
-            "schema_version": SCHEMA_VERSION,
             "tokens": list(self.tokens),
             "layers": list(self.layers),
             "target": self.target,
@@ -221,7 +225,7 @@ class AttentionAttribution:
         Returns:
             The path written.
         """
-        return _save(Path(path), type(self).__name__, self._meta(), self._tensors())
+        return write_result(path, type(self).__name__, self._meta(), self._tensors())
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON-ready Python objects (tensors become nested lists)."""
@@ -232,11 +236,12 @@ class AttentionAttribution:
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_dict` as a JSON file (readable anywhere, larger than :meth:`save`)."""
         target = Path(path)
-        _atomic_write_bytes(target, json.dumps(self.to_dict()).encode())
+        atomic_write_bytes(target, json.dumps(self.to_dict()).encode())
         return target
 
     @classmethod
-    def _from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> AttentionAttribution:
+    def from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> AttentionAttribution:
+        """Rebuild a result from :meth:`to_parts` (used by :func:`attrflow.load_result`)."""
         seg = meta.get("segment_ids")
         return cls(
             tokens=tuple(meta["tokens"]),
@@ -320,87 +325,14 @@ class RecordedAttention:
         return f"RecordedAttention(tokens={len(self.tokens)}, layers={L}, heads={H}, predicted={self.predicted_label or self.predicted})"
 
 
-_RESULT_TYPES: dict[str, Any] = {"AttentionAttribution": AttentionAttribution}
-# result types defined in other modules: imported by load_result when it meets their kind
-_RESULT_MODULES: dict[str, str] = {
-    "HeadImportance": "attrflow.analysis.heads",
-    "PruningCurve": "attrflow.analysis.pruning",
-}
-
-
-def register_result_type(cls: Any) -> Any:
-    """Class decorator: make a result type loadable by :func:`load_result` (it needs ``_from_parts``)."""
-    _RESULT_TYPES[cls.__name__] = cls
-    return cls
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+register_result_type(AttentionAttribution)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Deprecated alias of :func:`attrflow.storage.atomic_write_bytes` (kept until every caller moved)."""
+    atomic_write_bytes(path, data)
 
 
 def _save(path: Path, kind: str, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
-    from safetensors.torch import save
-
-    payload = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    data = save(payload, metadata={_KIND_KEY: kind, _META_KEY: json.dumps(meta)})
-    _atomic_write_bytes(path, data)
-    return path
-
-
-def load_result(path: str | os.PathLike[str]) -> Any:
-    """Load a result written by ``save``.
-
-    Raises:
-        ResultFormatError: the file is missing, not an attrflow result, corrupt, or of a newer schema.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    source = Path(path)
-    if not source.is_file():
-        raise ResultFormatError(f"{source}: no such result file")
-    raw = source.read_bytes()
-    try:
-        tensors = load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8 : 8 + header_len])
-        metadata = header.get("__metadata__", {})
-    except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise ResultFormatError(f"{source}: not a readable attrflow result file ({exc})") from exc
-    kind = metadata.get(_KIND_KEY)
-    if kind not in _RESULT_TYPES and kind in _RESULT_MODULES:
-        importlib.import_module(_RESULT_MODULES[kind])
-    if kind not in _RESULT_TYPES:
-        raise ResultFormatError(f"{source}: not an attrflow result (kind {kind!r})")
-    try:
-        meta = json.loads(metadata[_META_KEY])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ResultFormatError(f"{source}: result metadata is missing or corrupt") from exc
-    version = meta.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ResultFormatError(
-            f"{source}: schema version {version!r} is not supported by this attrflow "
-            f"(supports <= {SCHEMA_VERSION}); upgrade attrflow"
-        )
-    try:
-        return _RESULT_TYPES[kind]._from_parts(meta, tensors)
-    except (KeyError, TypeError, ValueError, InvalidInputError) as exc:
-        raise ResultFormatError(f"{source}: result is incomplete or inconsistent ({exc})") from exc
+    """Deprecated alias of :func:`attrflow.storage.write_result` (kept until every caller moved)."""
+    return write_result(path, kind, meta, tensors)

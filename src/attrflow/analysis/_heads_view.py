@@ -183,7 +183,7 @@ def _settings_table(settings: Mapping[str, object]) -> str:
 def render_heads_page(importances: Mapping[str, HeadImportance], curve: PruningCurve | None, *, title: str) -> str:
     """The full self-contained document: pruning curves and table, importance grids, correlations, settings."""
     from attrflow import __version__
-    from attrflow.viz.report import _static
+    from attrflow.viz.page import static_text
 
     sections = []
     if curve is not None:
@@ -243,7 +243,7 @@ def render_heads_page(importances: Mapping[str, HeadImportance], curve: PruningC
         f'<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
-        f"<style>{_static('report.css')}</style></head>\n<body>\n{body}\n</body></html>\n"
+        f"<style>{static_text('page.css')}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
 
 

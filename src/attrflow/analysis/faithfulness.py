@@ -768,7 +768,7 @@ def faithfulness(
         "engine": engine,
         "address": address,
         "num_workers": num_workers,
-        "batch_size": batch_size,
+        "examples_per_batch": batch_size,
         "progress": progress,
     }
     _choice("nan_policy", nan_policy, NanPolicy)

@@ -607,7 +607,7 @@ class FaithfulnessReport:
         return tensors
 
     @classmethod
-    def _from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> FaithfulnessReport:
+    def from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> FaithfulnessReport:
         def array(key: str) -> np.ndarray:
             return tensors[key].numpy()
 

@@ -518,7 +518,7 @@ class HeadImportance:
         return result
 
     @classmethod
-    def _from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> HeadImportance:
+    def from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> HeadImportance:
         return cls(
             method=str(meta["method"]),
             scores=tensors["scores"],
@@ -764,7 +764,7 @@ def data_importances(
             engine=engine,
             address=address,
             num_workers=num_workers,
-            batch_size=examples_per_batch,
+            examples_per_batch=examples_per_batch,
             progress=progress,
         )
         if consolidate and out_dir is not None:

@@ -201,7 +201,7 @@ class PruningCurve:
         return result
 
     @classmethod
-    def _from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> PruningCurve:
+    def from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> PruningCurve:
         rows = tensors["accuracy"].tolist()
         return cls(
             fractions=tuple(float(f) for f in meta["fractions"]),

@@ -852,7 +852,7 @@ def mine_patterns(
             engine=engine,
             address=address,
             num_workers=num_workers,
-            batch_size=batch_size,
+            examples_per_batch=batch_size,
             progress=progress,
         )
         rows = run.read_table().to_pylist()

@@ -17,6 +17,7 @@ from pathlib import Path
 from attrflow.data._builtin import BUILTIN_DATASETS, SPLITS, Split, builtin_dataset, split_of
 from attrflow.data._dataset import UNLABELLED, Dataset, Example
 from attrflow.data._files import AUTO, Column, FileFormat, read_file, resolve_split_file
+from attrflow.data.sampling import Sample, as_example, example_inputs, sample
 from attrflow.errors import InvalidInputError
 
 __all__ = [
@@ -25,8 +26,12 @@ __all__ = [
     "UNLABELLED",
     "Dataset",
     "Example",
+    "Sample",
     "Split",
+    "as_example",
+    "example_inputs",
     "load_dataset",
+    "sample",
     "split_of",
 ]
 

@@ -2,13 +2,14 @@
 that records, replaces and gates attention probabilities."""
 
 from attrflow.models._interface import IMPL_NAME, Session, active_session, attrflow_attention_forward
-from attrflow.models._model import TASKS, Encoding, Model, Task, load_model
+from attrflow.models._model import TASKS, Encoding, Model, Recording, Task, load_model
 
 __all__ = [
     "IMPL_NAME",
     "TASKS",
     "Encoding",
     "Model",
+    "Recording",
     "Session",
     "Task",
     "active_session",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,6 +70,31 @@ class Encoding:
     def length(self) -> int:
         """Number of real positions n."""
         return len(self.tokens)
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """One clean forward pass of one input, with every layer's attention probabilities.
+
+    Attributes:
+        encoding: the input.
+        logits: ``[C]`` the model's output at the explained position (class logits, or next-token logits).
+        attentions: float32 ``[L, H, n, n]`` over the n real positions (row = query, column = key), on the CPU.
+    """
+
+    encoding: Encoding
+    logits: torch.Tensor
+    attentions: torch.Tensor
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """``[C]`` softmax of the logits (float64)."""
+        return torch.softmax(self.logits.double(), dim=-1)
+
+    @property
+    def predicted(self) -> int:
+        """The predicted class (or next-token id)."""
+        return int(self.logits.argmax())
 
 
 @dataclass
@@ -623,6 +649,37 @@ class Model:
             f"cannot explain an input of type {type(inputs).__name__}: give a string, a (text, text_pair) tuple, "
             "or a dict of tensors with batch size 1"
         )
+
+    # ------------------------------------------------------------------ public interventions
+    def record(self, inputs: InputLike, *, truncation: bool = True) -> Recording:
+        """One forward pass of one input that keeps every layer's attention probabilities (no gradients).
+
+        Works with SDPA/flash defaults: attrflow computes the probabilities itself and hands the model back with
+        its own attention implementation. Heads gated by :meth:`gate_heads` stay gated.
+
+        Returns:
+            A :class:`Recording`: the encoding, the logits ``[C]`` and the attentions ``[L, H, n, n]`` (real tokens).
+        """
+        encoding = self.prepare(inputs, truncation=truncation)
+        session = Session(record=True)
+        with torch.no_grad():
+            logits = self.run(encoding, session)[0]
+        positions = encoding.positions.to(self.device)
+        attentions = torch.stack(
+            [r[0].index_select(-1, positions).index_select(-2, positions) for r in session.records]
+        )
+        return Recording(encoding=encoding, logits=logits.detach().cpu(), attentions=attentions.float().cpu())
+
+    def resolve_target(self, target: int | None, predicted: int) -> int:
+        """``target`` checked against the model's outputs (a class index, or a vocabulary id for causal LMs), or
+        ``predicted`` when None."""
+        if target is None:
+            return int(predicted)
+        limit = self.num_outputs
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < limit:
+            what = "vocabulary id" if self.task == "causal-lm" else "class index"
+            raise InvalidInputError(f"target must be a {what} in [0, {limit}), got {target!r}")
+        return int(target)
 
     # ------------------------------------------------------------------ conveniences
     def predict_proba(self, inputs: InputLike) -> torch.Tensor:

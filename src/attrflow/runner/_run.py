@@ -10,10 +10,11 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -23,15 +24,14 @@ from attrflow._optional import require
 from attrflow.errors import InvalidInputError
 from attrflow.runner import _store
 from attrflow.runner._engines import iter_local, iter_ray
+from attrflow.runner._options import Engine
 from attrflow.runner._store import ID_COLUMN, RUN_FORMAT, RUN_SCHEMA_VERSION, RunStore
 from attrflow.runner._task import Batch, DatasetTask
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Engine", "RunResult", "open_run", "run_dataset"]
-
-Engine = Literal["local", "ray"]
+__all__ = ["RunResult", "open_run", "run_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def _validate(
     if engine not in get_args(Engine):
         raise InvalidInputError(f"engine must be one of {list(get_args(Engine))}, got {engine!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InvalidInputError(f"examples_per_batch must be a positive integer, got {batch_size!r}")
     if not isinstance(part_rows, int) or part_rows < 1:
         raise InvalidInputError(f"part_rows must be a positive integer, got {part_rows!r}")
     if not isinstance(checkpoint, int | float) or not checkpoint >= 0:
@@ -268,10 +268,11 @@ def run_dataset(
     engine: Engine = "local",
     address: str | None = None,
     num_workers: int | None = None,
-    batch_size: int = 8,
+    examples_per_batch: int = 8,
     part_rows: int = 1024,
     checkpoint_seconds: float = 30.0,
     progress: bool = True,
+    batch_size: int | None = None,
 ) -> RunResult:
     """Map ``task`` over every example of ``dataset``, writing one Parquet record per example to ``out_dir``.
 
@@ -296,10 +297,13 @@ def run_dataset(
             cluster's workers must be able to import attrflow and the task's module (install them there, or
             call ``ray.init(address, runtime_env=...)`` yourself before ``run_dataset``, which then uses it).
         num_workers: Ray only: number of task replicas (default: one per CPU of the cluster).
-        batch_size: examples per ``task.process`` call (memory and speed only: results do not depend on it).
+        examples_per_batch: examples per ``task.process`` call (memory and speed only: results do not depend on
+            it).
         part_rows: rows per part file at most.
         checkpoint_seconds: write the buffered results at least this often.
         progress: show a progress bar with the remaining time (tqdm, on stderr).
+        batch_size: the old name of ``examples_per_batch`` (deprecated: ``batch_size`` means rows per forward
+            pass everywhere else in attrflow).
 
     Returns:
         The :class:`RunResult`: directory, counts, and ``read_table()`` / ``to_pandas()`` / ``consolidate()``.
@@ -313,7 +317,14 @@ def run_dataset(
 
     Exceptions raised by the task propagate after the results already computed have been stored.
     """
-    _validate(engine, batch_size, num_workers, address, part_rows, checkpoint_seconds)
+    if batch_size is not None:
+        warnings.warn(
+            "run_dataset(batch_size=...) is now examples_per_batch=...; batch_size stops working in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        examples_per_batch = batch_size
+    _validate(engine, examples_per_batch, num_workers, address, part_rows, checkpoint_seconds)
     directory = Path(out_dir)
     schema = _run_schema(task)
     ids = _example_ids(dataset)
@@ -340,7 +351,7 @@ def run_dataset(
             processed = _compute(
                 task,
                 store,
-                _batches(dataset, ids, pending, batch_size),
+                _batches(dataset, ids, pending, examples_per_batch),
                 total=int(ids.size),
                 initial=int(done.size),
                 engine=engine,

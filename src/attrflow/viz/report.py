@@ -10,19 +10,18 @@ completeness gaps.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from attrflow.errors import InvalidInputError
-from attrflow.viz._html import diverging, esc, fmt, script_json
+from attrflow.viz._html import diverging, esc, fmt
+from attrflow.viz.page import iframe, render_page, write_page
 
 if TYPE_CHECKING:
     from attrflow.analysis.tree import AttributionTree
@@ -118,10 +117,6 @@ def _raw_attention(attentions: torch.Tensor, tokens: Sequence[str], position: in
         row,
         f"attention probabilities, last layer ({attentions.shape[0] - 1}), {where}, mean over heads",
     )
-
-
-def _static(name: str) -> str:
-    return resources.files("attrflow.viz").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def _encode_matrices(tensor: torch.Tensor, layers: Sequence[int], *, per_head: bool) -> dict[str, Any]:
@@ -379,29 +374,8 @@ def _use_per_head(heatmap_heads: str, matrices: int, heads: int, n: int) -> bool
 
 
 def _page(heading: str, subtitle: str, sections: Sequence[str], data: Mapping[str, Any]) -> str:
-    """The full document: inline CSS, the data block, and the script pinned by its hash in the CSP."""
-    from attrflow import __version__
-
-    script = _static("report.js")
-    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
-    csp = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
-    body = "\n".join(
-        [
-            f"<header><h1>{esc(heading)}</h1><p class='subtitle'>{subtitle}</p></header>",
-            *sections,
-            f"<footer>Made by attrflow {esc(__version__)}: self-attention attribution (Hao et al., AAAI 2021), "
-            "attention rollout and flow (Abnar &amp; Zuidema, ACL 2020).</footer>",
-        ]
-    )
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(heading)}</title>'
-        f"<style>{_static('report.css')}</style></head>\n<body>\n{body}\n"
-        f'<script type="application/json" id="attrflow-data">{script_json(data)}</script>\n'
-        f"<script>{script}</script>\n</body></html>\n"
-    )
+    """The full document on the common page skeleton, with the report's script and data."""
+    return render_page(heading, sections, subtitle=subtitle, data=data, scripts=("report.js",))
 
 
 def render_attention(
@@ -451,16 +425,9 @@ def render_attention(
 
 def write_report(html: str, path: str | os.PathLike[str]) -> Path:
     """Write a rendered report to ``path`` (UTF-8, atomically). Returns the path."""
-    from attrflow.results import _atomic_write_bytes
-
-    target = Path(path)
-    _atomic_write_bytes(target, html.encode("utf-8"))
-    return target
+    return write_page(html, path)
 
 
 def report_iframe(html: str, *, height: int = 900) -> str:
     """Wrap a full report in a sandboxed ``<iframe srcdoc>`` so it renders, scripts included, inside Jupyter."""
-    return (
-        f'<iframe srcdoc="{esc(html)}" sandbox="allow-scripts" style="width:100%;height:{int(height)}px;'
-        'border:1px solid #ddd" title="attrflow report"></iframe>'
-    )
+    return iframe(html, height=height, title="attrflow report")

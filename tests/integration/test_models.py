@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 import transformers as T
-from tests.tiny_models import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, example_inputs, word_tokenizer
+from attrflow.testing import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, example_inputs, word_tokenizer
 
 import attrflow
 from attrflow.errors import InvalidInputError, UnsupportedModelError

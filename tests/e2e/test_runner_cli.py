@@ -44,7 +44,7 @@ def test_run_options_parse_into_run_dataset_keywords(tmp_path):
 def test_run_info_reports_progress_and_consolidates(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(RuntimeError):
-        run_dataset(ArithmeticTask(fail_on=[6]), make_dataset(9), out_dir=out, progress=False, batch_size=2)
+        run_dataset(ArithmeticTask(fail_on=[6]), make_dataset(9), out_dir=out, progress=False, examples_per_batch=2)
     assert main(["run-info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "6 of 9 examples done (incomplete: run the same command again to continue)" in text

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.oracle import naive_attattr
-from tests.tiny_models import ARCHITECTURES, build, example_inputs
+from attrflow.testing import naive_attattr
+from attrflow.testing import ARCHITECTURES, build, example_inputs
 
 import attrflow
 from attrflow.errors import InvalidInputError

@@ -432,7 +432,7 @@ def test_recorded_attention_page(tmp_path):
 
 @pytest.mark.parametrize("arch", ["bert", "gpt2"])
 def test_report_of_a_real_attribution(arch, no_pyplot_figures):
-    from tiny_models import build, example_inputs
+    from attrflow.testing import build, example_inputs
 
     model = attrflow.load_model(build(arch, init_scale=0.2))
     result = attrflow.attribute(model, example_inputs(arch), steps=2)

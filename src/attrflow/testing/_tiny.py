@@ -1,6 +1,8 @@
-"""Tiny transformers models built offline from configs, and a word-level tokenizer, for tests."""
+"""Tiny transformers models built offline from configs, and a word-level tokenizer, for tests and benchmarks."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import transformers as T
@@ -31,7 +33,7 @@ WORDS = [
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def word_tokenizer(max_length: int = 32) -> T.PreTrainedTokenizerFast:
+def word_tokenizer(max_length: int = 32) -> Any:
     """A BERT-style ([CLS] a b [SEP] c [SEP]) word-level tokenizer over a small vocabulary."""
     vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
@@ -54,7 +56,7 @@ def word_tokenizer(max_length: int = 32) -> T.PreTrainedTokenizerFast:
 
 
 VOCAB = len(SPECIALS) + len(WORDS)
-_C = dict(
+_C: dict[str, Any] = dict(
     hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, vocab_size=VOCAB, num_labels=3
 )
 
@@ -65,7 +67,7 @@ ENCODER_DECODERS = ("bart", "t5")
 def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Module:
     """A tiny randomly initialised model of architecture ``name`` (3 layers, 4 heads, hidden 32)."""
     torch.manual_seed(seed)
-    kw = {"initializer_range": init_scale}
+    kw: dict[str, Any] = {"initializer_range": init_scale}
     if name == "bert":
         return T.BertForSequenceClassification(T.BertConfig(**_C, **kw))
     if name == "roberta":
@@ -140,7 +142,7 @@ def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Mod
             initializer_factor=init_scale / 0.02,
         )
         return T.T5ForSequenceClassification(cfg)
-    raise ValueError(name)
+    raise ValueError(f"no tiny model {name!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
 def example_inputs(name: str, *, seed: int = 1, length: int = 8) -> dict[str, torch.Tensor]:

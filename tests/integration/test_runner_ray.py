@@ -19,7 +19,7 @@ from runner_tasks import ArithmeticTask, TinyTorchTask, make_dataset
 ray = pytest.importorskip("ray", reason="the Ray engine needs the extra: pip install 'attrflow[ray]'")
 
 N = 30
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
 SRC = Path(attrflow.__file__).resolve().parent.parent
 
 
@@ -35,7 +35,7 @@ def reference(tmp_path_factory) -> object:
 
 def test_ray_run_equals_local_run_and_stops_the_ray_it_started(tmp_path, reference):
     assert not ray.is_initialized()
-    result = _run(tmp_path / "ray", engine="ray", num_workers=2, batch_size=3, part_rows=4)
+    result = _run(tmp_path / "ray", engine="ray", num_workers=2, examples_per_batch=3, part_rows=4)
     assert not ray.is_initialized()
     assert (result.num_done, result.num_processed, result.complete) == (N, N, True)
     assert result.read_table().equals(reference)
@@ -79,26 +79,26 @@ def running_ray() -> Iterator[None]:
 def test_resume_across_engines(tmp_path, reference, running_ray):
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="planned failure on example 17"):
-        _run(out, ArithmeticTask(fail_on=[17]), engine="ray", batch_size=2, part_rows=2)
+        _run(out, ArithmeticTask(fail_on=[17]), engine="ray", examples_per_batch=2, part_rows=2)
     assert ray.is_initialized()  # the runner leaves alone a Ray it did not start
     stored = open_run(out).read_table(columns=[]).column("example_id").to_pylist()
     assert stored == sorted(set(stored)) and 17 not in stored and len(stored) < N
-    local = _run(out, batch_size=4)
+    local = _run(out, examples_per_batch=4)
     assert local.num_processed == N - len(stored)
     assert local.read_table().equals(reference)
 
     out = tmp_path / "run2"
     with pytest.raises(RuntimeError):
-        _run(out, ArithmeticTask(fail_on=[11]), batch_size=5)
+        _run(out, ArithmeticTask(fail_on=[11]), examples_per_batch=5)
     assert open_run(out).num_done == 10
-    resumed = _run(out, engine="ray", batch_size=3)
+    resumed = _run(out, engine="ray", examples_per_batch=3)
     assert (resumed.num_processed, resumed.complete) == (N - 10, True)
     assert resumed.read_table().equals(reference)
 
 
 def test_torch_replicas_on_ray_match_local(tmp_path, running_ray):
-    local = _run(tmp_path / "local", TinyTorchTask(seed=3), batch_size=4).read_table()
-    remote = _run(tmp_path / "ray", TinyTorchTask(seed=3), engine="ray", batch_size=4).read_table()
+    local = _run(tmp_path / "local", TinyTorchTask(seed=3), examples_per_batch=4).read_table()
+    remote = _run(tmp_path / "ray", TinyTorchTask(seed=3), engine="ray", examples_per_batch=4).read_table()
     assert remote.column("example_id").equals(local.column("example_id"))
     assert remote.column("prediction").equals(local.column("prediction"))
     np.testing.assert_allclose(

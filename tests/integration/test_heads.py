@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from tests.tiny_models import build, word_tokenizer
+from attrflow.testing import build, word_tokenizer
 
 import attrflow
 from attrflow.analysis.heads import (
@@ -63,7 +63,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 def _run_table(model, data, tmp_path, **options):
     task = HeadScoresTask(model, **options)
-    return run_dataset(task, data, out_dir=tmp_path / "run", progress=False, batch_size=3)
+    return run_dataset(task, data, out_dir=tmp_path / "run", progress=False, examples_per_batch=3)
 
 
 # ---------------------------------------------------------------------- scores against oracles

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.tiny_models import build, example_inputs
+from attrflow.testing import build, example_inputs
 from transformers import AttentionInterface
 
 import attrflow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from tests.tiny_models import build, word_tokenizer
+from attrflow.testing import build, word_tokenizer
 
 import attrflow
 from attrflow.analysis.faithfulness import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.tiny_models import build, example_inputs, word_tokenizer
+from attrflow.testing import build, example_inputs, word_tokenizer
 
 import attrflow
 from attrflow.analysis.token_scores import attattr_token_scores, attention_token_scores

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from tests.tiny_models import build, example_inputs
+from attrflow.testing import build, example_inputs
 
 import attrflow
 

@@ -18,7 +18,7 @@ from runner_tasks import ArithmeticTask, make_dataset
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
 SRC = Path(attrflow.__file__).resolve().parent.parent
 
 
@@ -54,7 +54,7 @@ def _kill_after_new_parts(process: subprocess.Popen[bytes], out: Path, new_parts
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
     n, delay = 40, 0.02
     reference = run_dataset(
-        ArithmeticTask(), make_dataset(n), out_dir=tmp_path / "reference", progress=False, batch_size=3
+        ArithmeticTask(), make_dataset(n), out_dir=tmp_path / "reference", progress=False, examples_per_batch=3
     ).read_table()
     out = tmp_path / "killed"
     rng = random.Random(0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-from tests.oracle import naive_attattr
-from tests.tiny_models import ENCODER_DECODERS, build, word_tokenizer
+from attrflow.testing import naive_attattr
+from attrflow.testing import ENCODER_DECODERS, build, word_tokenizer
 
 import attrflow
 from attrflow.analysis.token_scores import blankout_scores

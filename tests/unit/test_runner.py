@@ -45,7 +45,7 @@ def _parts(out: Path) -> list[str]:
 
 def test_records_match_an_independent_oracle(tmp_path):
     dataset = make_dataset(N)
-    result = _run(tmp_path / "run", batch_size=4)
+    result = _run(tmp_path / "run", examples_per_batch=4)
     assert (result.num_examples, result.num_done, result.num_processed, result.complete) == (N, N, N, True)
     table = result.read_table()
     assert table.schema.names[0] == "example_id"
@@ -64,16 +64,16 @@ def test_records_match_an_independent_oracle(tmp_path):
 
 
 def test_table_does_not_depend_on_batch_size_or_part_size(tmp_path):
-    one = _run(tmp_path / "a", batch_size=1, part_rows=1).read_table()
-    many = _run(tmp_path / "b", batch_size=7, part_rows=1000).read_table()
+    one = _run(tmp_path / "a", examples_per_batch=1, part_rows=1).read_table()
+    many = _run(tmp_path / "b", examples_per_batch=7, part_rows=1000).read_table()
     assert len(_parts(tmp_path / "a")) == N
     assert len(_parts(tmp_path / "b")) == 1
     assert one.equals(many)
 
 
 def test_torch_task_is_batch_size_invariant(tmp_path):
-    small = _run(tmp_path / "a", TinyTorchTask(), batch_size=1).read_table()
-    large = _run(tmp_path / "b", TinyTorchTask(), batch_size=16).read_table()
+    small = _run(tmp_path / "a", TinyTorchTask(), examples_per_batch=1).read_table()
+    large = _run(tmp_path / "b", TinyTorchTask(), examples_per_batch=16).read_table()
     np.testing.assert_allclose(
         np.stack(small.column("probabilities").to_numpy(zero_copy_only=False)),
         np.stack(large.column("probabilities").to_numpy(zero_copy_only=False)),
@@ -86,12 +86,12 @@ def test_failed_run_keeps_its_results_and_resumes_to_the_same_table(tmp_path):
     reference = _run(tmp_path / "ref").read_table()
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="planned failure on example 13"):
-        _run(out, ArithmeticTask(fail_on=[13]), batch_size=2, part_rows=3)
+        _run(out, ArithmeticTask(fail_on=[13]), examples_per_batch=2, part_rows=3)
     stored = open_run(out)
     assert stored.num_done == 12  # batches before the failing one (12, 13) were all stored
     assert not stored.complete
     assert stored.read_table().column("example_id").to_pylist() == list(range(12))
-    resumed = _run(out, batch_size=5)
+    resumed = _run(out, examples_per_batch=5)
     assert (resumed.num_processed, resumed.num_done) == (N - 12, N)
     assert resumed.read_table().equals(reference)
 
@@ -109,7 +109,7 @@ def test_keyboard_interrupt_stores_what_was_computed(tmp_path):
 
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        _run(out, Interrupted(), batch_size=3, checkpoint_seconds=3600)
+        _run(out, Interrupted(), examples_per_batch=3, checkpoint_seconds=3600)
     assert open_run(out).num_done == 9
     assert _run(out).read_table().equals(_run(tmp_path / "ref").read_table())
 
@@ -185,7 +185,7 @@ def test_run_metadata_is_recorded(tmp_path):
 
 
 def test_consolidate_writes_one_sorted_file_with_metadata(tmp_path):
-    result = _run(tmp_path / "run", batch_size=3, part_rows=4)
+    result = _run(tmp_path / "run", examples_per_batch=3, part_rows=4)
     path = result.consolidate()
     assert path == tmp_path / "run" / "examples.parquet"
     table = pq.read_table(path)
@@ -316,7 +316,7 @@ def test_records_that_do_not_fit_are_refused(tmp_path):
             return [{"x": 1.0, "example_id": 999} for _ in batch]
 
     with pytest.raises(InvalidInputError, match="returned 1 records for a batch of 2"):
-        _run(tmp_path / "a", Task("count"), batch_size=2)
+        _run(tmp_path / "a", Task("count"), examples_per_batch=2)
     with pytest.raises(InvalidInputError, match=r"missing: \['x'\], not in the schema: \['y'\]"):
         _run(tmp_path / "b", Task("keys"))
     with pytest.raises(InvalidInputError, match="do not fit its schema"):
@@ -328,8 +328,8 @@ def test_records_that_do_not_fit_are_refused(tmp_path):
 def test_bad_options_and_tasks_are_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="engine must be one of"):
         _run(tmp_path / "a", engine="spark")
-    with pytest.raises(InvalidInputError, match="batch_size"):
-        _run(tmp_path / "a", batch_size=0)
+    with pytest.raises(InvalidInputError, match="examples_per_batch"):
+        _run(tmp_path / "a", examples_per_batch=0)
     with pytest.raises(InvalidInputError, match="checkpoint_seconds"):
         _run(tmp_path / "a", checkpoint_seconds=-1)
     with pytest.raises(InvalidInputError, match="engine='ray'"):
@@ -362,9 +362,9 @@ def test_ray_engine_without_ray_names_the_extra(tmp_path, monkeypatch):
 def test_progress_bar_counts_resumed_examples(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(RuntimeError):
-        _run(out, ArithmeticTask(fail_on=[20]), batch_size=5)
+        _run(out, ArithmeticTask(fail_on=[20]), examples_per_batch=5)
     capsys.readouterr()
-    _run(out, batch_size=5, progress=True)
+    _run(out, examples_per_batch=5, progress=True)
     err = capsys.readouterr().err
     assert f"{N}/{N}" in err
     assert "ArithmeticTask" in err

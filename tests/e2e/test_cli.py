@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.tiny_models import build, word_tokenizer
+from attrflow.testing import build, word_tokenizer
 
 import attrflow
 from attrflow.cli import build_parser, main

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from tests.tiny_models import SPECIALS, VOCAB, WORDS, build, word_tokenizer
+from attrflow.testing import SPECIALS, VOCAB, WORDS, build, word_tokenizer
 
 import attrflow
 from attrflow.analysis import triggers as tr
