@@ -40,6 +40,8 @@ InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
 
 # the head gate set by the innermost Model.gate_heads (None outside)
 _GATE: ContextVar[torch.Tensor | None] = ContextVar("attrflow_gate", default=None)
+# the interaction masks set by the innermost Model.mask_interactions (None outside)
+_EDITS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("attrflow_edits", default=None)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,58 @@ class Recording:
     def predicted(self) -> int:
         """The predicted class (or next-token id)."""
         return int(self.logits.argmax())
+
+
+SPECIAL_SEGMENT = -1
+"""The segment of a special token ([CLS], [SEP], ...) in :attr:`TokenizedText.segments`."""
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """A text (or text pair) tokenised exactly as the model's own encoding does, as plain lists of ints.
+
+    Attributes:
+        input_ids: the token ids, special tokens included.
+        token_type_ids: the token types, when the tokenizer produces them.
+        segments: per position 0 (first text), 1 (second text) or -1 (:data:`SPECIAL_SEGMENT`) for special tokens.
+    """
+
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...] | None
+    segments: tuple[int, ...]
+
+    def features(self) -> dict[str, list[int]]:
+        """A tokenised item for :meth:`Model.predict_batch` / ``Model.prepare``."""
+        out = {"input_ids": list(self.input_ids), "attention_mask": [1] * len(self.input_ids)}
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = list(self.token_type_ids)
+        return out
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Batch-1 tensors for :meth:`Model.prepare`."""
+        return {key: torch.tensor([value], dtype=torch.long) for key, value in self.features().items()}
+
+
+def _segments(tokenizer: Any, encoded: Any, ids: Sequence[int], has_pair: bool) -> tuple[int, ...]:
+    """The segment (0, 1, or -1 for special tokens) of every position of a tokenised input."""
+    try:
+        sequence_ids = encoded.sequence_ids(0)
+    except (ValueError, AttributeError, TypeError):
+        sequence_ids = None
+    if sequence_ids is not None and len(sequence_ids) == len(ids):
+        return tuple(SPECIAL_SEGMENT if s is None else int(s) for s in sequence_ids)
+    # slow tokenizers: the non-special tokens form one run per segment, separated by special tokens
+    special = tokenizer.get_special_tokens_mask(list(ids), already_has_special_tokens=True)
+    segments, segment, previous_special = [], -1, True
+    for is_special in special:
+        if is_special:
+            segments.append(SPECIAL_SEGMENT)
+        else:
+            if previous_special:
+                segment += 1
+            segments.append(min(segment, 1 if has_pair else 0))
+        previous_special = bool(is_special)
+    return tuple(segments)
 
 
 @dataclass
@@ -361,6 +415,9 @@ class Model:
         session.reset()
         if session.gate is None:
             session.gate = _GATE.get()
+        edits = _EDITS.get()
+        if edits:
+            session.edits = {**edits, **session.edits}
         if batch > 1:
             inputs = {k: v.expand(batch, *v.shape[1:]) for k, v in inputs.items()}
         with active_session(session):
@@ -680,6 +737,74 @@ class Model:
             what = "vocabulary id" if self.task == "causal-lm" else "class index"
             raise InvalidInputError(f"target must be a {what} in [0, {limit}), got {target!r}")
         return int(target)
+
+    def tokenize(
+        self, text: str, text_pair: str | None = None, *, max_length: int | Literal["model"] | None = "model"
+    ) -> TokenizedText:
+        """Tokenise like the model's own encoding (special tokens; truncation to ``max_length``), as plain ints.
+
+        For dataset-level work that edits token ids before running them (trigger insertion, deletion for AOPC):
+        the result's :meth:`TokenizedText.features` go to :meth:`predict_batch`. ``max_length="model"`` (default)
+        truncates to :meth:`max_length`; an int truncates shorter (e.g. to leave room for inserted tokens); None
+        never truncates.
+
+        Raises:
+            InvalidInputError: no tokenizer, an empty text, or a ``max_length`` below 1.
+        """
+        if self.tokenizer is None:
+            raise InvalidInputError("this model has no tokenizer; give inputs as tensors")
+        for label, value in (("text", text), ("text_pair", text_pair)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidInputError(f"an example has an empty {label} ({value!r}); remove it from the dataset")
+        limit = self.max_length() if max_length == "model" else max_length
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInputError(f"max_length must be a whole number >= 1, 'model' or None; got {max_length!r}")
+        encoded = self.tokenizer(text, text_pair, truncation=limit is not None, max_length=limit)
+        ids = tuple(int(i) for i in encoded["input_ids"])
+        types = encoded.get("token_type_ids")
+        return TokenizedText(
+            input_ids=ids,
+            token_type_ids=None if types is None else tuple(int(t) for t in types),
+            segments=_segments(self.tokenizer, encoded, ids, text_pair is not None),
+        )
+
+    @contextlib.contextmanager
+    def mask_interactions(
+        self, interactions: Mapping[int, Sequence[tuple[int, int]]], encoding: Encoding
+    ) -> Iterator[None]:
+        """Zero the attention entries ``(query i, key j)`` of the given layers in every head, for ``encoding``.
+
+        Args:
+            interactions: ``{layer: [(i, j), ...]}`` over the real tokens of ``encoding`` (negative layers count from
+                the end).
+            encoding: the input the indices refer to (padding positions are mapped for you).
+
+        Inside the block, :meth:`run` (and everything built on it) computes with those probabilities set to 0
+        (no renormalisation), as Hao et al. §4.3 mask the tree's interactions.
+        """
+        n_padded = (
+            int(next(iter(encoding.inputs.values())).shape[1]) if "input_ids" in encoding.inputs else encoding.length
+        )
+        positions = encoding.positions.tolist()
+        edits: dict[int, torch.Tensor] = {}
+        for layer, pairs in interactions.items():
+            if isinstance(layer, bool) or not isinstance(layer, int) or not -self.num_layers <= layer < self.num_layers:
+                raise InvalidInputError(f"layer {layer!r} is out of range for a model with {self.num_layers} layers")
+            mask = edits.get(layer % self.num_layers, torch.ones(n_padded, n_padded, device=self.device))
+            for i, j in pairs:
+                if not (0 <= i < encoding.length and 0 <= j < encoding.length):
+                    raise InvalidInputError(f"interaction ({i}, {j}) is outside the {encoding.length} tokens")
+                mask[positions[i], positions[j]] = 0.0
+            edits[layer % self.num_layers] = mask
+        outer = _EDITS.get()
+        merged = dict(outer or {})
+        for layer, mask in edits.items():
+            merged[layer] = merged[layer] * mask if layer in merged else mask
+        token = _EDITS.set(merged)
+        try:
+            yield
+        finally:
+            _EDITS.reset(token)
 
     # ------------------------------------------------------------------ conveniences
     def predict_proba(self, inputs: InputLike) -> torch.Tensor:
