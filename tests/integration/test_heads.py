@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from attrflow.testing import build, word_tokenizer
 
 import attrflow
 from attrflow.analysis.heads import (
@@ -30,6 +29,7 @@ from attrflow.analysis.pruning import PruningCurve, analyze_heads, prune_curve
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.models import Session
 from attrflow.runner import run_dataset
+from attrflow.testing import build, word_tokenizer
 from runner_tasks import Example, make_dataset
 
 SRC = Path(attrflow.__file__).resolve().parent.parent

@@ -7,11 +7,11 @@ import warnings
 import pytest
 import torch
 import transformers as T
-from attrflow.testing import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, example_inputs, word_tokenizer
 
 import attrflow
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.methods.gradients import embedding_gradients
+from attrflow.testing import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, example_inputs, word_tokenizer
 
 
 def _snapshot(model):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from attrflow.testing import SPECIALS, VOCAB, WORDS, build, word_tokenizer
 
 import attrflow
 from attrflow.analysis import triggers as tr
 from attrflow.errors import InvalidInputError
+from attrflow.testing import SPECIALS, VOCAB, WORDS, build, word_tokenizer
 
 SHORTCUT = "fun"
 
