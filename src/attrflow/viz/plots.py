@@ -8,13 +8,16 @@ which is never registered with pyplot: nothing is shown and no global state is t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from attrflow._optional import require
 from attrflow.errors import InvalidInputError
+from attrflow.storage import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from attrflow.results import AttentionAttribution
     from attrflow.viz.report import TokenScores
 
-__all__ = ["plot_head_scores", "plot_heatmap", "plot_token_scores", "plot_tree"]
+__all__ = ["plot_head_scores", "plot_heatmap", "plot_token_scores", "plot_tree", "save_figure"]
 
 MatrixKind = Literal["attribution", "attention"]
 
@@ -37,6 +40,17 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 
     figure = Figure(figsize=figsize, layout="constrained")
     return figure, figure.subplots()
+
+
+def save_figure(figure: Figure, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
+    """Write ``figure`` to ``path`` atomically, in the format its suffix names (``.png``, ``.svg``, ``.pdf``).
+
+    Returns:
+        The path written.
+    """
+    target = Path(path)
+    fmt = target.suffix.lstrip(".").lower() or "png"
+    return atomic_write(target, lambda handle: figure.savefig(handle, format=fmt, dpi=dpi))
 
 
 def _size(n: int, base: float = 4.0, per: float = 0.22, cap: float = 16.0) -> float:
