@@ -164,7 +164,7 @@ def _direct(model: attrflow.Model, example: Ex):
 
 
 def test_mined_patterns_match_a_direct_computation(tiny, tmp_path):
-    mined = tr.mine_patterns(tiny, MINING_DATA, steps=2, run_options=QUIET.with_out_dir(tmp_path / "run"))
+    mined = tr.mine_patterns(tiny, MINING_DATA, steps=2, run=QUIET.with_out_dir(tmp_path / "run"))
     assert sorted(p.example_id for p in mined.patterns) == list(range(len(MINING_DATA)))
     scores = [p.score for p in mined.patterns]
     assert scores == sorted(scores, reverse=True)
@@ -189,15 +189,15 @@ def test_mining_is_deterministic_and_independent_of_batching(tiny, tmp_path):
     def options(per_batch: int, directory: str) -> RunOptions:
         return RunOptions(out_dir=tmp_path / directory, examples_per_batch=per_batch, progress=False)
 
-    first = tr.mine_patterns(tiny, data, steps=2, run_options=options(1, "a"))
-    second = tr.mine_patterns(tiny, data, steps=2, run_options=options(2, "b"))
+    first = tr.mine_patterns(tiny, data, steps=2, run=options(1, "a"))
+    second = tr.mine_patterns(tiny, data, steps=2, run=options(2, "b"))
     assert first.to_table().equals(second.to_table())
-    resumed = tr.mine_patterns(tiny, data, steps=2, run_options=options(3, "a"))
+    resumed = tr.mine_patterns(tiny, data, steps=2, run=options(3, "a"))
     assert resumed.to_table().equals(first.to_table())
 
 
 def test_examples_and_min_tokens_select_the_mined_examples(tiny):
-    mined = tr.mine_patterns(tiny, MINING_DATA, examples=4, selection="first", min_tokens=9, steps=2, run_options=QUIET)
+    mined = tr.mine_patterns(tiny, MINING_DATA, examples=4, selection="first", min_tokens=9, steps=2, run=QUIET)
     # [CLS] + words (+ [SEP] + words) + [SEP] >= 9 tokens, among the first four
     assert sorted(p.example_id for p in mined.patterns) == [2, 3]
     assert mined.settings["examples"] == 4 and mined.settings["mined"] == 2
@@ -205,12 +205,12 @@ def test_examples_and_min_tokens_select_the_mined_examples(tiny):
 
 def test_random_sample_is_seeded_and_keeps_dataset_positions(tiny):
     with pytest.warns(UserWarning, match="one class"):  # the three drawn examples are all positive
-        mined = tr.mine_patterns(tiny, MINING_DATA, examples=3, seed=3, steps=2, run_options=QUIET)
+        mined = tr.mine_patterns(tiny, MINING_DATA, examples=3, seed=3, steps=2, run=QUIET)
     expected = sorted(np.random.default_rng(3).choice(len(MINING_DATA), size=3, replace=False).tolist())
     assert sorted(p.example_id for p in mined.patterns) == expected  # random is the default
     assert mined.settings["selection"] == "random" and mined.settings["seed"] == 3
     with pytest.raises(InvalidInputError, match="selection"):
-        tr.mine_patterns(tiny, MINING_DATA, selection="shuffled", run_options=QUIET)
+        tr.mine_patterns(tiny, MINING_DATA, selection="shuffled", run=QUIET)
 
 
 def test_attack_evaluates_a_seeded_random_sample_of_a_sorted_dataset(shortcut_model):
@@ -229,7 +229,7 @@ def test_attack_evaluates_a_seeded_random_sample_of_a_sorted_dataset(shortcut_mo
 
 def test_ray_needs_a_model_it_can_load_by_name(tiny):
     with pytest.raises(InvalidInputError, match="name or a checkpoint directory"):
-        tr.mine_patterns(tiny, MINING_DATA, run_options=RunOptions(engine="ray", progress=False))
+        tr.mine_patterns(tiny, MINING_DATA, run=RunOptions(engine="ray", progress=False))
     with pytest.raises(InvalidInputError, match="Ray"):
         pickle.dumps(tr.PatternMiningTask(tiny))
     by_name = pickle.loads(pickle.dumps(tr.PatternMiningTask("some/checkpoint", steps=3)))
@@ -237,7 +237,7 @@ def test_ray_needs_a_model_it_can_load_by_name(tiny):
 
 
 def test_patterns_round_trip_through_parquet(tiny, tmp_path):
-    mined = tr.mine_patterns(tiny, MINING_DATA[:3], steps=2, run_options=QUIET)
+    mined = tr.mine_patterns(tiny, MINING_DATA[:3], steps=2, run=QUIET)
     path = mined.to_parquet(tmp_path / "patterns.parquet")
     loaded = tr.TriggerPatterns.read_parquet(path)
     assert loaded.patterns == mined.patterns
@@ -248,7 +248,7 @@ def test_patterns_round_trip_through_parquet(tiny, tmp_path):
 
 # ---------------------------------------------------------------------- the shortcut model
 def test_shortcut_token_is_mined_as_the_top_trigger_and_breaks_the_other_class(shortcut_model):
-    mined = tr.mine_patterns(shortcut_model, synthetic(24, seed=1), steps=4, run_options=QUIET)
+    mined = tr.mine_patterns(shortcut_model, synthetic(24, seed=1), steps=4, run=QUIET)
     top = mined.triggers(1, min_score=0.0)[0]
     assert top.tokens == (SHORTCUT,)
     assert top.label == 1
@@ -335,12 +335,12 @@ def test_ray_mining_equals_local_mining(tiny, tmp_path):
     tiny.model.save_pretrained(directory)
     tiny.tokenizer.save_pretrained(directory)
     from_disk = attrflow.load_model(directory)
-    local = tr.mine_patterns(from_disk, MINING_DATA, steps=2, run_options=QUIET)
+    local = tr.mine_patterns(from_disk, MINING_DATA, steps=2, run=QUIET)
     on_ray = tr.mine_patterns(
         directory,
         MINING_DATA,
         steps=2,
-        run_options=RunOptions(engine="ray", num_workers=2, examples_per_batch=2, progress=False),
+        run=RunOptions(engine="ray", num_workers=2, examples_per_batch=2, progress=False),
     )
     assert on_ray.to_table().equals(local.to_table())
 
@@ -359,7 +359,7 @@ def test_cli_attack_defaults_parse():
 
 
 def test_mined_patterns_and_attack_round_trip_through_load_result(shortcut_model, tmp_path):
-    mined = tr.mine_patterns(shortcut_model, synthetic(6, seed=1), steps=2, run_options=QUIET)
+    mined = tr.mine_patterns(shortcut_model, synthetic(6, seed=1), steps=2, run=QUIET)
     loaded = attrflow.load_result(mined.save(tmp_path / "patterns.safetensors"))
     assert isinstance(loaded, tr.TriggerPatterns) and loaded == mined
     assert loaded.to_table().equals(mined.to_table())
@@ -372,13 +372,13 @@ def test_mined_patterns_and_attack_round_trip_through_load_result(shortcut_model
 # ---------------------------------------------------------------------- deprecated spellings
 def test_deprecated_keywords_still_work_and_warn(tiny, shortcut_model, tmp_path):
     with pytest.warns(DeprecationWarning, match="selection="):
-        first = tr.mine_patterns(tiny, MINING_DATA, examples=2, sample="first", steps=2, run_options=QUIET)
+        first = tr.mine_patterns(tiny, MINING_DATA, examples=2, sample="first", steps=2, run=QUIET)
     assert sorted(p.example_id for p in first.patterns) == [0, 1] and first.settings["selection"] == "first"
-    with pytest.warns(DeprecationWarning, match="run_options"):
+    with pytest.warns(DeprecationWarning, match="run=attrflow.runner.RunOptions"):
         old = tr.mine_patterns(tiny, MINING_DATA[:2], steps=2, progress=False, batch_size=1, out_dir=tmp_path / "run")
     assert (tmp_path / "run" / "run.json").is_file() and len(old) == 2
     with pytest.raises(InvalidInputError, match="not both"):
-        tr.mine_patterns(tiny, MINING_DATA, run_options=QUIET, progress=False)
+        tr.mine_patterns(tiny, MINING_DATA, run=QUIET, progress=False)
     with pytest.raises(TypeError, match="unexpected keyword"):
         tr.mine_patterns(tiny, MINING_DATA, run_option=QUIET)
     only_the_shortcut = [trigger([SHORTCUT], [0], [0.5])]

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         rule=args.rule,
         min_score=args.min_score,
         min_tokens=args.min_tokens,
-        run_options=run_options_value(args, out_dir=out / "mining"),
+        run=run_options_value(args, out_dir=out / "mining"),
     )
     report = attack(
         model,

@@ -89,27 +89,27 @@ def resolve_selection(selection: Selection, sample: Selection | None, *, new_nam
     return chosen
 
 
-def resolve_run_options(run_options: RunOptions | None, legacy: Mapping[str, Any], *, caller: str) -> RunOptions:
-    """``run_options``, or one built from the runner keywords ``caller`` took before (with a DeprecationWarning).
+def resolve_run_options(run: RunOptions | None, legacy: Mapping[str, Any], *, caller: str) -> RunOptions:
+    """``run``, or one built from the runner keywords ``caller`` took before (with a DeprecationWarning).
 
     Raises:
         TypeError: a keyword that was never an option of ``caller``.
-        InvalidInputError: both ``run_options`` and old keywords.
+        InvalidInputError: both ``run`` and old keywords.
     """
     unknown = sorted(set(legacy) - set(_LEGACY_RUN_OPTIONS))
     if unknown:
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
     if not legacy:
-        return run_options if run_options is not None else RunOptions()
-    if run_options is not None:
+        return run if run is not None else RunOptions()
+    if run is not None:
         raise InvalidInputError(
-            f"give the runner options either as run_options=RunOptions(...) or as keywords, not both "
-            f"(got run_options and {', '.join(sorted(legacy))})"
+            f"give the runner options either as run=RunOptions(...) or as keywords, not both "
+            f"(got run and {', '.join(sorted(legacy))})"
         )
     names = ", ".join(f"{key}=" for key in legacy)
     warnings.warn(
         f"{caller}({names}...) is deprecated and stops working in the next release; pass "
-        f"run_options=attrflow.runner.RunOptions(...) (batch_size= is now examples_per_batch=)",
+        f"run=attrflow.runner.RunOptions(...) (batch_size= is now examples_per_batch=)",
         DeprecationWarning,
         stacklevel=3,
     )

@@ -268,7 +268,7 @@ def trigger_attack(
     control_seeds: int = DEFAULT_CONTROL_SEEDS,
     seed: int = 0,
     progress: bool = False,
-    run_options: RunOptions | None = None,
+    run: RunOptions | None = None,
     sample: Selection | None = None,
 ) -> tuple[TriggerPatterns, AttackReport]:
     """Mine patterns on ``mine_dataset`` and attack ``eval_dataset`` with the ``top`` triggers, in one call.
@@ -281,7 +281,7 @@ def trigger_attack(
         mine_selection: how ``mine_examples`` are taken (``"random"``, default, or ``"first"``).
         eval_selection: how ``eval_examples`` are taken (``"random"``, default, or ``"first"``).
         progress: show progress bars (mining and attack).
-        run_options: how the mining runs (:class:`attrflow.runner.RunOptions`; default: a temporary directory,
+        run: how the mining runs (:class:`attrflow.runner.RunOptions`; default: a temporary directory,
             the local engine, and ``progress``).
         sample: deprecated: sets both ``mine_selection`` and ``eval_selection``.
 
@@ -302,7 +302,7 @@ def trigger_attack(
         steps=steps,
         rule=rule,
         min_score=min_score,
-        run_options=run_options if run_options is not None else RunOptions(progress=progress),
+        run=run if run is not None else RunOptions(progress=progress),
     )
     report = attack(
         loaded,

@@ -254,7 +254,7 @@ def mine_patterns(
     rule: Rule = DEFAULT_RULE,
     min_score: float = DEFAULT_MIN_SCORE,
     min_tokens: int = 0,
-    run_options: RunOptions | None = None,
+    run: RunOptions | None = None,
     sample: Selection | None = None,
     **deprecated: Any,
 ) -> TriggerPatterns:
@@ -265,7 +265,7 @@ def mine_patterns(
     scores, tokens, positions (and segments), the predicted and the gold label. The result ranks the patterns by
     the sum of the two scores; those ≥ ``min_score`` can serve as triggers (:meth:`TriggerPatterns.triggers`).
 
-    Runs on the dataset runner: progress bar, results stored in ``run_options.out_dir`` as Parquet parts,
+    Runs on the dataset runner: progress bar, results stored in ``run.out_dir`` as Parquet parts,
     resumable after an interruption (same arguments, same ``out_dir``), and ``engine="ray"`` to spread examples
     over Ray workers.
 
@@ -283,19 +283,19 @@ def mine_patterns(
         rule: quadrature rule (``"riemann-left"`` = the official code).
         min_score: summed score a pattern needs to become a trigger (official: 0.02).
         min_tokens: skip examples shorter than this many tokens, special tokens included (official SST-2: 15).
-        run_options: where and how the runner runs (:class:`attrflow.runner.RunOptions`: ``out_dir``, default a
+        run: where and how the runner runs (:class:`attrflow.runner.RunOptions`: ``out_dir``, default a
             temporary directory without resume; ``engine``; ``address``; ``num_workers``; ``examples_per_batch``;
             ``progress``).
         sample: deprecated name of ``selection``.
         **deprecated: the runner options as separate keywords (``out_dir``, ``engine``, ``address``,
             ``num_workers``, ``batch_size`` = examples per runner batch, ``progress``): deprecated, use
-            ``run_options``.
+            ``run``.
 
     Returns:
         The :class:`~attrflow.TriggerPatterns`, strongest first.
     """
     selection = resolve_selection(selection, sample)
-    options = resolve_run_options(run_options, deprecated, caller="mine_patterns")
+    options = resolve_run_options(run, deprecated, caller="mine_patterns")
     min_tokens = check_int("min_tokens", min_tokens, minimum=0)
     min_score = check_finite("min_score", min_score)
     chosen = take_sample(dataset, examples, selection=selection, seed=seed)
