@@ -51,17 +51,22 @@ def _explanation_page(model_name: str, text: str, out: Path, name: str) -> DemoE
 
 
 def _faithfulness_page(out: Path) -> DemoEntry:
-    """Abnar & Zuidema's protocol on a small sample: raw attention, rollout and flow against blank-out."""
+    """Abnar & Zuidema's protocol on a small sample: raw attention, rollout, flow and AttAttr against blank-out."""
     from attrflow import load_dataset
-    from attrflow.analysis.faithfulness import quick_faithfulness
-    from attrflow.results import _atomic_write_bytes
+    from attrflow.analysis.faithfulness import QUICK_METHODS, faithfulness
+    from attrflow.runner import RunOptions
+    from attrflow.viz.faithfulness import render_faithfulness_page
+    from attrflow.viz.page import write_page
 
     test = load_dataset("agreement", split="test")
-    report = quick_faithfulness("agreement", test[:16])
-    path = out / "faithfulness.html"
-    _atomic_write_bytes(path, report.to_html(figures=False).encode("utf-8"))
-    first_line = report.summary().strip().splitlines()[0] if report.summary().strip() else ""
-    return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, first_line)
+    report = faithfulness(
+        "agreement", test, methods=(*QUICK_METHODS, "attattr"), examples=16, steps=4, run=RunOptions(progress=False)
+    )
+    path = write_page(render_faithfulness_page(report, back=("index.html", "attrflow demo")), out / "faithfulness.html")
+    aopc = report.aopc_frame()["comprehensiveness"]
+    best = str(aopc.idxmax())
+    summary = f"best AOPC comprehensiveness: {best} ({float(aopc[best]):.2f}) on {report.num_examples} sentences"
+    return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, summary)
 
 
 def _heads_page(out: Path) -> DemoEntry:

@@ -54,7 +54,7 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "TokenScores": "attrflow.results",
     "HeadImportance": "attrflow.analysis.heads",
     "PruningCurve": "attrflow.analysis.pruning",
-    "FaithfulnessReport": "attrflow.analysis.faithfulness_report",
+    "FaithfulnessReport": "attrflow.analysis.faithfulness.report",
     "TriggerPatterns": "attrflow.analysis.triggers.patterns",
     "AttackReport": "attrflow.analysis.triggers.report",
 }

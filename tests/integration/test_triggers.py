@@ -374,7 +374,7 @@ def test_deprecated_keywords_still_work_and_warn(tiny, shortcut_model, tmp_path)
     with pytest.warns(DeprecationWarning, match="selection="):
         first = tr.mine_patterns(tiny, MINING_DATA, examples=2, sample="first", steps=2, run=QUIET)
     assert sorted(p.example_id for p in first.patterns) == [0, 1] and first.settings["selection"] == "first"
-    with pytest.warns(DeprecationWarning, match="run=attrflow.runner.RunOptions"):
+    with pytest.warns(DeprecationWarning, match="run=attrflow.RunOptions"):
         old = tr.mine_patterns(tiny, MINING_DATA[:2], steps=2, progress=False, batch_size=1, out_dir=tmp_path / "run")
     assert (tmp_path / "run" / "run.json").is_file() and len(old) == 2
     with pytest.raises(InvalidInputError, match="not both"):

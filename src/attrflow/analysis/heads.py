@@ -38,7 +38,7 @@ import torch
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, AttentionAttributor, Steps, check_steps
 from attrflow.methods.quadrature import RULES, Rule
-from attrflow.models import Model, Session, load_model
+from attrflow.models import Model, load_model
 from attrflow.results import SCHEMA_VERSION, _save, load_result, register_result_type
 from attrflow.runner import Batch, DatasetTask, Engine, RunResult, open_run, run_dataset
 
@@ -264,16 +264,13 @@ class HeadScoresTask(DatasetTask):
         encoding = model.prepare(_inputs_of(example))
         taylor = "taylor" in self.methods
         gate = torch.ones(model.num_layers, model.num_heads, device=model.device, requires_grad=taylor)
-        session = Session(record=True, gate=gate)
         with torch.set_grad_enabled(taylor):
-            logits = model.run(encoding, session)[0].float()
+            forward = model.forward_pass(encoding, gate=gate)
+            logits = forward.logits.float()
         probabilities = torch.softmax(logits.detach(), dim=-1)
         prediction = int(probabilities.argmax())
         target = gold if gold is not None else prediction
-        positions = encoding.positions.to(model.device)
-        attention = torch.stack(
-            [r[0].index_select(-1, positions).index_select(-2, positions).flatten(1).amax(-1) for r in session.records]
-        )
+        attention = forward.attentions.flatten(2).amax(-1)
         record: dict[str, Any] = {
             "tokens": list(encoding.tokens),
             "label": int(label) if isinstance(label, (int, np.integer)) and not isinstance(label, bool) else -1,

@@ -109,7 +109,7 @@ def resolve_run_options(run: RunOptions | None, legacy: Mapping[str, Any], *, ca
     names = ", ".join(f"{key}=" for key in legacy)
     warnings.warn(
         f"{caller}({names}...) is deprecated and stops working in the next release; pass "
-        f"run=attrflow.runner.RunOptions(...) (batch_size= is now examples_per_batch=)",
+        f"run=attrflow.RunOptions(...) (batch_size= is now examples_per_batch=)",
         DeprecationWarning,
         stacklevel=3,
     )

@@ -281,7 +281,7 @@ def trigger_attack(
         mine_selection: how ``mine_examples`` are taken (``"random"``, default, or ``"first"``).
         eval_selection: how ``eval_examples`` are taken (``"random"``, default, or ``"first"``).
         progress: show progress bars (mining and attack).
-        run: how the mining runs (:class:`attrflow.runner.RunOptions`; default: a temporary directory,
+        run: how the mining runs (:class:`attrflow.RunOptions`; default: a temporary directory,
             the local engine, and ``progress``).
         sample: deprecated: sets both ``mine_selection`` and ``eval_selection``.
 

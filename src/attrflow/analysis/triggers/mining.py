@@ -283,7 +283,7 @@ def mine_patterns(
         rule: quadrature rule (``"riemann-left"`` = the official code).
         min_score: summed score a pattern needs to become a trigger (official: 0.02).
         min_tokens: skip examples shorter than this many tokens, special tokens included (official SST-2: 15).
-        run: where and how the runner runs (:class:`attrflow.runner.RunOptions`: ``out_dir``, default a
+        run: where and how the runner runs (:class:`attrflow.RunOptions`: ``out_dir``, default a
             temporary directory without resume; ``engine``; ``address``; ``num_workers``; ``examples_per_batch``;
             ``progress``).
         sample: deprecated name of ``selection``.
