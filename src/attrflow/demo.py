@@ -89,22 +89,21 @@ def _attack_page(out: Path) -> DemoEntry:
     """Hao et al.'s trigger attack on a small sample, next to the random-token control."""
     from attrflow import load_dataset
     from attrflow.analysis.triggers import trigger_attack
-    from attrflow.results import _atomic_write_bytes
 
     train = load_dataset("tweets-sentiment", split="train")
     test = load_dataset("tweets-sentiment", split="test")
+    # the built-in splits are sorted by label: both samples are seeded random draws (the default)
     patterns, report = trigger_attack(
-        "sentiment", train, test, mine_examples=40, sample="random", eval_examples=200, top=1, control_seeds=3
+        "sentiment", train, test, mine_examples=40, eval_examples=200, top=1, control_seeds=3
     )
     path = out / "attack.html"
-    _atomic_write_bytes(path, report.to_html().encode("utf-8"))
-    frame = report.to_frame()
-    overall = frame[frame["label"] == "all"].iloc[0] if "label" in frame else None
+    report.to_html(path, back=("index.html", "attrflow demo"))
+    overall = report.overall()
     summary = (
-        f"accuracy {overall['accuracy_before']:.3f} -> {overall['accuracy_after']:.3f} with the trigger, "
-        f"{overall['control_accuracy_after']:.3f} with random tokens"
-        if overall is not None
-        else f"{len(patterns.patterns) if hasattr(patterns, 'patterns') else ''} patterns mined"
+        f"accuracy {overall[0].accuracy_before:.3f} -> {overall[0].accuracy_after:.3f} with the trigger, "
+        f"{overall[0].control_accuracy_after:.3f} with random tokens"
+        if overall
+        else f"{len(patterns)} patterns mined"
     )
     return DemoEntry("attack", "adversarial trigger vs random control (200 tweets)", path, summary)
 

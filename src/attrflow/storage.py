@@ -55,6 +55,8 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "HeadImportance": "attrflow.analysis.heads",
     "PruningCurve": "attrflow.analysis.pruning",
     "FaithfulnessReport": "attrflow.analysis.faithfulness.report",
+    "TriggerPatterns": "attrflow.analysis.triggers.patterns",
+    "AttackReport": "attrflow.analysis.triggers.report",
 }
 
 
