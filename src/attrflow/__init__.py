@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "Encoding": "attrflow.models",
     "load_model": "attrflow.models",
     "attribute": "attrflow.methods",
+    "Keep": "attrflow.methods",
+    "Target": "attrflow.methods.targets",
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
     "token_scores": "attrflow.methods.api",
@@ -126,11 +128,12 @@ if TYPE_CHECKING:
     )
     from attrflow.flow.maxflow import attention_flow
     from attrflow.flow.rollout import attention_rollout
-    from attrflow.methods import AttentionAttributor, attribute, record_attention
+    from attrflow.methods import AttentionAttributor, Keep, attribute, record_attention
     from attrflow.methods.api import token_scores
     from attrflow.methods.context import ExplainContext
     from attrflow.methods.gradients import gradient_x_input, input_gradient, integrated_gradients
     from attrflow.methods.registry import Method, MethodInfo, get_method, list_methods, register_method
+    from attrflow.methods.targets import Target
     from attrflow.models import Encoding, Model, Recording, TokenizedText, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, TokenScores, load_result
     from attrflow.runner import DatasetTask, RunOptions, RunResult, open_run, run_dataset

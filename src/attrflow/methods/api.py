@@ -10,6 +10,7 @@ from attrflow.methods.registry import Method, get_method
 if TYPE_CHECKING:
     from torch import nn
 
+    from attrflow.methods.targets import TargetLike
     from attrflow.models import Model
     from attrflow.results import TokenScores
 
@@ -22,7 +23,7 @@ def token_scores(
     method: str | Method = "rollout",
     *,
     position: int | None = None,
-    target: int | None = None,
+    target: TargetLike = None,
     **options: Any,
 ) -> TokenScores:
     """Token scores of one input from any registered method (see :func:`attrflow.list_methods`).
@@ -34,7 +35,11 @@ def token_scores(
             ``"gradient_l2"``, ``"integrated_gradients"``.
         position: the output position whose row attention-derived methods read (negatives count from the end);
             default the model's explained position ([CLS] for BERT-style classifiers, the last token for decoders).
-        target: the output to explain (class index or vocabulary id); default the prediction.
+        target: F, the output to explain (:mod:`attrflow.methods.targets`): a class index or vocabulary id
+            (default the prediction; F its probability); for causal LMs also a continuation (a string, e.g.
+            ``" Paris, a city of two million"``, or a list of ids: appended to the input, F its summed
+            log-probability, each token read at its own position) or a pair ``(" Paris", " London")`` of single
+            next tokens (F = log p(a) − log p(b)). ``settings["objective"]`` of the result says what F was.
         **options: the method's own options (e.g. ``head_fusion``, ``residual``, ``steps``); an option the method
             does not have is refused with the list of those it has.
 

@@ -34,6 +34,23 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad inside the block (each gets its own flag back on exit).
+
+    Gradients by activations alone then keep no layer inputs for weight gradients: a backward through the
+    model holds what the activation gradients need, no more.
+    """
+    thawed = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for parameter in thawed:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in thawed:
+            parameter.requires_grad_(True)
+
+
 def candidate_blocks(model: nn.Module) -> list[nn.Module]:
     """Modules that are elements of a ModuleList: the layer blocks of every transformers architecture."""
     blocks: list[nn.Module] = []
@@ -135,12 +152,13 @@ def run_rows(
     blocks: Sequence[nn.Module] | None,
     plan: Mapping[int, int],
     encoder: nn.Module | None,
+    options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Run ``model`` on ``rows`` rows of the batch-1 ``inputs`` under ``session``; returns the model's output.
 
     With ``blocks`` (layer replay), only row 0 enters the model and block call k grows ``plan[k]`` rows off it, so
     the layers below a branch point run once; without, every row runs the whole model from identical inputs (same
-    numbers, more work).
+    numbers, more work). ``options`` go to the model's forward as they are (e.g. ``logits_to_keep``).
     """
     expanded = {key: value.expand(rows, *value.shape[1:]) for key, value in inputs.items()}
     with contextlib.ExitStack() as stack:
@@ -153,4 +171,4 @@ def run_rows(
         if blocks is not None:
             stack.enter_context(branching_hooks(blocks, session, plan))
         stack.enter_context(active_session(session))
-        return model(**expanded)
+        return model(**expanded, **(options or {}))
