@@ -67,16 +67,16 @@ def _faithfulness_page(out: Path) -> DemoEntry:
 def _heads_page(out: Path) -> DemoEntry:
     """Head importance (AttAttr, Taylor, attention, random) and pruning curves on a small, label-mixed sample."""
     from attrflow import load_dataset
-    from attrflow.analysis.pruning import heads_demo
+    from attrflow.analysis.heads import heads_demo
 
     # the built-in splits are sorted by label: take evenly spread examples so both labels occur
     validation = load_dataset("tweets-sentiment", split="validation")
     test = load_dataset("tweets-sentiment", split="test")
     analysis = heads_demo("sentiment", validation[::144], test[::14], examples=16, eval_examples=160)
     path = out / "heads.html"
-    analysis.to_html(path, title="attrflow — head importance and pruning (sentiment, small sample)")
-    auc = getattr(analysis, "auc", None)
-    summary = analysis.summary().strip().splitlines()[0] if hasattr(analysis, "summary") else str(auc)
+    title = "attrflow — head importance and pruning (sentiment, small sample)"
+    analysis.to_html(path, title=title, back=("index.html", "attrflow demo"))
+    summary = analysis.summary().strip().splitlines()[0]
     return DemoEntry("heads", "head importance and pruning curves (16 tweets, accuracy on 160)", path, summary)
 
 

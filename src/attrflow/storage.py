@@ -52,8 +52,9 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "AttentionAttribution": "attrflow.results",
     "RecordedAttention": "attrflow.results",
     "TokenScores": "attrflow.results",
-    "HeadImportance": "attrflow.analysis.heads",
-    "PruningCurve": "attrflow.analysis.pruning",
+    "HeadImportance": "attrflow.analysis.heads.importance",
+    "PruningCurve": "attrflow.analysis.heads.pruning",
+    "HeadsAnalysis": "attrflow.analysis.heads.study",
     "FaithfulnessReport": "attrflow.analysis.faithfulness_report",
 }
 
