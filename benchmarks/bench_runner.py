@@ -36,7 +36,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import attrflow
-from attrflow.analysis.heads import HeadImportance, HeadScoresTask, select_examples
+from attrflow.analysis.heads import HeadImportance, HeadScoresTask
+from attrflow.data import sample
 from attrflow.runner import run_dataset
 
 _LOOP: dict[str, Any] = {}
@@ -101,7 +102,7 @@ def main() -> None:
 
     model = attrflow.load_model(args.model)
     dataset = attrflow.load_dataset(args.data, split=args.split)
-    examples = list(select_examples(dataset, args.examples))  # a seeded sample: the built-in splits are label-sorted
+    examples = list(sample(dataset, args.examples))  # a seeded sample: the built-in splits are label-sorted
     lengths = [len(model.tokenizer(e.text, e.text_pair)["input_ids"]) for e in examples]
     print(
         f"{model.name}: {model.num_layers} layers x {model.num_heads} heads; {len(examples)} examples of "
@@ -109,7 +110,7 @@ def main() -> None:
         f"gold-label target; {args.threads} torch thread(s) here, {args.workers} Ray workers x 1 thread; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
-    options = {"methods": ["attattr"], "steps": args.steps, "rule": "riemann-left", "target": "gold"}
+    options = {"methods": ["attattr"], "steps": args.steps, "rule": "riemann-left", "target": "label"}
     timings: dict[str, float] = {}
     scores: dict[str, np.ndarray] = {}
 
@@ -123,7 +124,7 @@ def main() -> None:
             HeadScoresTask(model, **options),
             examples,
             out_dir=Path(scratch) / "local",
-            batch_size=args.examples_per_batch,
+            examples_per_batch=args.examples_per_batch,
             progress=False,
         )
         timings["attrflow local"] = time.perf_counter() - start
@@ -144,7 +145,7 @@ def main() -> None:
                 out_dir=Path(scratch) / "ray",
                 engine="ray",
                 num_workers=args.workers,
-                batch_size=args.examples_per_batch,
+                examples_per_batch=args.examples_per_batch,
                 progress=False,
             )
             key = f"attrflow ray x{args.workers}"
@@ -156,10 +157,10 @@ def main() -> None:
         # for the record: attrflow's default quadrature (not m = 20 left Riemann, so compared by ranking only)
         start = time.perf_counter()
         default = run_dataset(
-            HeadScoresTask(model, methods=["attattr"], target="gold"),
+            HeadScoresTask(model, methods=["attattr"], target="label"),
             examples,
             out_dir=Path(scratch) / "default",
-            batch_size=args.examples_per_batch,
+            examples_per_batch=args.examples_per_batch,
             progress=False,
         )
         default_seconds = time.perf_counter() - start

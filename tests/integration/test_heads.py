@@ -170,8 +170,9 @@ def test_examples_are_a_seeded_sample_or_the_first(model):
     with pytest.raises(InvalidInputError, match="selection"):
         sample(data, 3, selection="last")  # type: ignore[arg-type]
     # the run records dataset positions as example ids
-    importance = attrflow.head_importance(model, data[:9], method="attention", examples=4, run_options=QUIET)
-    assert importance.example_ids == tuple(sample(data[:9], 4).example_ids)
+    with pytest.warns(UserWarning, match="carry the label"):  # data[:9] is all of one class
+        importance = attrflow.head_importance(model, data[:9], method="attention", examples=4, run_options=QUIET)
+    assert importance.example_ids == tuple(sample(data[:9], 4, warn_one_class=False).example_ids)
 
 
 def test_random_is_seeded():
@@ -318,9 +319,7 @@ def test_input_errors(model):
     )
     assert unlabelled.num_examples == 3
     with pytest.raises(InvalidInputError, match="live Model"):
-        attrflow.head_importance(
-            model, data, method="taylor", run_options=RunOptions(engine="ray", progress=False)
-        )
+        attrflow.head_importance(model, data, method="taylor", run_options=RunOptions(engine="ray", progress=False))
     with pytest.raises(InvalidInputError, match="live Model"):
         __import__("pickle").dumps(HeadScoresTask(model))
     with pytest.raises(InvalidInputError, match="target"):
@@ -342,19 +341,26 @@ def test_results_save_load_and_render(model, labelled, tmp_path):
     assert "steps" not in analysis.importances["attention"].settings  # only the options a method depends on
     imp.save(tmp_path / "imp.safetensors")
     curve.save(tmp_path / "curve.safetensors")
+    analysis.save(tmp_path / "study.safetensors")
     # a fresh interpreter: load_result must find the result types without importing them first
     code = (
-        "import attrflow, sys; a = attrflow.load_result(sys.argv[1]); b = attrflow.load_result(sys.argv[2]); "
-        "print(type(a).__name__, type(b).__name__, a.method, b.methods)"
+        "import attrflow, sys; a, b, c = (attrflow.load_result(p) for p in sys.argv[1:]); "
+        "print(type(a).__name__, type(b).__name__, type(c).__name__, a.method, b.methods)"
     )
+    files = [str(tmp_path / name) for name in ("imp.safetensors", "curve.safetensors", "study.safetensors")]
     out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "imp.safetensors"), str(tmp_path / "curve.safetensors")],
+        [sys.executable, "-c", code, *files],
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert out.split() == ["HeadImportance", "PruningCurve", "attattr", "('attattr',", "'attention',", "'random')"]
+    assert out.split() == [
+        *("HeadImportance", "PruningCurve", "HeadsAnalysis", "attattr"),
+        *("('attattr',", "'attention',", "'random')"),
+    ]
+    assert attrflow.load_result(tmp_path / "study.safetensors") == analysis
+    assert HeadsAnalysis.load(tmp_path / "study.safetensors").summary() == analysis.summary()
     again, back = HeadImportance.load(tmp_path / "imp.safetensors"), PruningCurve.load(tmp_path / "curve.safetensors")
     assert torch.equal(again.scores, imp.scores) and torch.equal(again.per_example, imp.per_example)
     assert again.example_ids == imp.example_ids and again.settings == imp.settings
@@ -371,6 +377,32 @@ def test_results_save_load_and_render(model, labelled, tmp_path):
     assert (tmp_path / "out" / "pruning.png").read_bytes()[:4] == b"\x89PNG"
     figure = imp.plot()
     assert figure.axes and curve.plot().axes
+
+
+def test_deprecated_spellings_give_the_same_scores(model):
+    data = make_dataset(5)
+    new = attrflow.head_importance(model, data, method="attattr", examples=3, steps=2, run_options=QUIET)
+    with pytest.warns(DeprecationWarning, match="target='label'"):
+        gold = attrflow.head_importance(
+            model, data, method="attattr", examples=3, steps=2, target="gold", run_options=QUIET
+        )
+    assert gold == new and new.settings["target"] == "label"
+    with pytest.warns(DeprecationWarning, match=r"run_options=RunOptions"):
+        old = attrflow.head_importance(
+            model, data, method="attattr", examples=3, steps=2, progress=False, examples_per_batch=2
+        )
+    assert old == new
+    with pytest.raises(InvalidInputError, match="not both"):
+        attrflow.head_importance(model, data, method="attattr", run_options=QUIET, progress=False)
+    with pytest.warns(DeprecationWarning, match="target='label'"):
+        task = HeadScoresTask(model, methods=("attention",), target="gold")
+    assert task.settings()["target"] == "label"
+    with pytest.warns(DeprecationWarning, match=r"analyze_heads\(out_dir="):
+        study = analyze_heads(
+            model, data, examples=3, steps=2, methods=("attention", "random"), out_dir=None, progress=False
+        )
+    alone = attrflow.head_importance(model, data, method="attention", examples=3, run_options=QUIET)
+    assert study.importances["attention"] == alone
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
