@@ -13,7 +13,7 @@ from attrflow.analysis.heads.rankings import check_rankings, descriptions, ranki
 from attrflow.cli._common import add_attribution_options, add_model_option, positive_int
 from attrflow.cli._run_options import add_run_arguments
 from attrflow.errors import InvalidInputError
-from attrflow.validation import TARGET_RULES, target_rule
+from attrflow.validation import SELECTIONS, TARGET_RULES, target_rule
 
 
 def _methods(text: str) -> list[str]:
@@ -103,7 +103,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--selection",
-        choices=("random", "first"),
+        choices=SELECTIONS,
         default="random",
         help="which examples: a seeded random sample (default) or the first N, as the official script (only "
         "representative for a shuffled split)",

@@ -49,6 +49,7 @@ __all__ = [
     "colour_of",
     "data_ranking_names",
     "descriptions",
+    "free_ranking_names",
     "get_ranking",
     "label_of",
     "list_rankings",
@@ -124,6 +125,8 @@ class HeadRanking:
     needs_data: ClassVar[bool] = True
     needs_gradient: ClassVar[bool] = False
     """Whether its scorer needs the clean pass's autograd graph from the head gate."""
+    free: ClassVar[bool] = False
+    """Whether it costs nothing beyond the clean pass (then every run computes it)."""
     baseline: ClassVar[bool] = True
     """False for the paper's own ranking (the others are compared with it)."""
 
@@ -196,6 +199,11 @@ def ranking_names() -> tuple[str, ...]:
 def data_ranking_names() -> tuple[str, ...]:
     """The names of the rankings computed from a pass over the data (columns of the run table)."""
     return tuple(name for name, ranking in _RANKINGS.items() if ranking.needs_data)
+
+
+def free_ranking_names() -> tuple[str, ...]:
+    """The data rankings that cost nothing beyond the clean pass (every run computes them)."""
+    return tuple(name for name, ranking in _RANKINGS.items() if ranking.needs_data and ranking.free)
 
 
 def check_rankings(name: str, methods: Iterable[str] | str) -> tuple[str, ...]:
@@ -320,6 +328,7 @@ class AttentionRanking(HeadRanking):
     paper = "baseline of Hao et al., AAAI 2021, §4.1"
     label = "attention (max probability)"
     colour = "#2ca02c"
+    free = True
 
     def scorer(self, model: Model, options: ScoreOptions) -> Scorer:
         return lambda clean: {"attention": _grid(clean.attention)}

@@ -20,6 +20,7 @@ from attrflow.analysis.heads.rankings import (
     ScoreOptions,
     Scorer,
     data_ranking_names,
+    free_ranking_names,
     get_ranking,
 )
 from attrflow.data.sampling import as_example, example_inputs
@@ -141,10 +142,11 @@ class HeadScoresTask(DatasetTask):
 
     Columns (plus the runner's ``example_id``): ``tokens``, ``label`` (gold class, -1 when absent), ``target``
     (the explained class), ``prediction``, ``probability`` (of the prediction), ``target_probability``, and the
-    columns of each data ranking (:meth:`HeadRanking.fields`): ``attention`` ``[L][H]`` (always: it comes from the
-    clean pass every ranking needs); with ``"attattr"``: ``attattr`` ``[L][H]``, ``completeness_gap`` ``[L]`` and
-    ``top_interactions`` (the ``top_k`` largest entries ``(layer, head, from_index, to_index, score)``, ``from`` =
-    query token); with ``"taylor"``: ``taylor`` ``[L][H]``, the signed ``Σ_{i,j} A_h ⊙ ∂objective/∂A_h``.
+    columns of each data ranking (:meth:`HeadRanking.fields`): ``attention`` ``[L][H]`` (always: a free ranking,
+    it comes from the clean pass every ranking needs); with ``"attattr"``: ``attattr`` ``[L][H]``,
+    ``completeness_gap`` ``[L]`` and ``top_interactions`` (the ``top_k`` largest entries ``(layer, head,
+    from_index, to_index, score)``, ``from`` = query token); with ``"taylor"``: ``taylor`` ``[L][H]``, the signed
+    ``Σ_{i,j} A_h ⊙ ∂objective/∂A_h``.
 
     Args:
         model: a built-in model name or checkpoint path (loaded in :meth:`setup`: works on Ray workers), or a live
@@ -193,7 +195,8 @@ class HeadScoresTask(DatasetTask):
             raise InvalidInputError(
                 f"model must be an attrflow Model, a built-in model name or a checkpoint path; got {type(model).__name__}"
             )
-        self.methods = tuple(dict.fromkeys(["attention", *chosen]))
+        # the free rankings (attention) first: they come with the clean pass every ranking needs
+        self.methods = tuple(dict.fromkeys([*free_ranking_names(), *chosen]))
         self.device = device
         self.model: Model | None = None
         self._scorers: list[Scorer] = []
