@@ -2,9 +2,10 @@
 costs.
 
     >>> from attrflow.analysis.heads import analyze_heads, list_rankings
-    >>> [r.name for r in list_rankings()]                   # the registry: attattr, taylor, attention, random
+    >>> [r.name for r in list_rankings()]  # the registry: attattr, taylor, attention, random
     >>> study = analyze_heads(model, validation, methods=["attattr", "random"])
-    >>> study.save("heads.safetensors"); study.export("heads/")   # one result file; the JSON, page and figures
+    >>> study.save("heads.safetensors")  # one result file (attrflow.load_result reads it back)
+    >>> study.export("heads/")  # heads.json, heads.html, pruning.png
 
 The modules, bottom up: :mod:`.rankings` (the registry of head rankings), :mod:`.task` (the pure per-example
 kernel and the runner task around it), :mod:`.importance` (:class:`HeadImportance`, :func:`head_importance`),
