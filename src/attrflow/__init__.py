@@ -36,6 +36,17 @@ _EXPORTS: dict[str, str] = {
     "attribute": "attrflow.methods",
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
+    "token_scores": "attrflow.methods.api",
+    "ExplainContext": "attrflow.methods.context",
+    "Method": "attrflow.methods.registry",
+    "MethodInfo": "attrflow.methods.registry",
+    "get_method": "attrflow.methods.registry",
+    "list_methods": "attrflow.methods.registry",
+    "register_method": "attrflow.methods.registry",
+    "Recording": "attrflow.models",
+    "TokenizedText": "attrflow.models",
+    "RunOptions": "attrflow.runner",
+    "sample": "attrflow.data",
     "DatasetTask": "attrflow.runner",
     "RunResult": "attrflow.runner",
     "open_run": "attrflow.runner",
@@ -50,7 +61,7 @@ _EXPORTS: dict[str, str] = {
     "analyze_heads": "attrflow.analysis.heads",
     "AttributionTree": "attrflow.analysis.tree",
     "attribution_tree": "attrflow.analysis.tree",
-    "TokenScores": "attrflow.viz.report",
+    "TokenScores": "attrflow.results",
     "render_report": "attrflow.viz.report",
     "attention_rollout": "attrflow.flow.rollout",
     "attention_flow": "attrflow.flow.maxflow",
@@ -75,15 +86,14 @@ _EXPORTS: dict[str, str] = {
     "integrated_gradients": "attrflow.methods.gradients",
     "faithfulness": "attrflow.analysis.faithfulness",
     "aopc": "attrflow.analysis.faithfulness",
-    "FaithfulnessReport": "attrflow.analysis.faithfulness_report",
+    "FaithfulnessReport": "attrflow.analysis.faithfulness",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
-    from attrflow.analysis.faithfulness import aopc, faithfulness
-    from attrflow.analysis.faithfulness_report import FaithfulnessReport
+    from attrflow.analysis.faithfulness import FaithfulnessReport, aopc, faithfulness
     from attrflow.analysis.heads import (
         HeadImportance,
         HeadsAnalysis,
@@ -110,7 +120,7 @@ if TYPE_CHECKING:
         mine_patterns,
         trigger_attack,
     )
-    from attrflow.data import Dataset, Example, load_dataset
+    from attrflow.data import Dataset, Example, load_dataset, sample
     from attrflow.errors import (
         AttrflowError,
         InvalidInputError,
@@ -123,11 +133,14 @@ if TYPE_CHECKING:
     from attrflow.flow.maxflow import attention_flow
     from attrflow.flow.rollout import attention_rollout
     from attrflow.methods import AttentionAttributor, attribute, record_attention
+    from attrflow.methods.api import token_scores
+    from attrflow.methods.context import ExplainContext
     from attrflow.methods.gradients import gradient_x_input, input_gradient, integrated_gradients
-    from attrflow.models import Encoding, Model, load_model
-    from attrflow.results import AttentionAttribution, RecordedAttention, load_result
-    from attrflow.runner import DatasetTask, RunResult, open_run, run_dataset
-    from attrflow.viz.report import TokenScores, render_report
+    from attrflow.methods.registry import Method, MethodInfo, get_method, list_methods, register_method
+    from attrflow.models import Encoding, Model, Recording, TokenizedText, load_model
+    from attrflow.results import AttentionAttribution, RecordedAttention, TokenScores, load_result
+    from attrflow.runner import DatasetTask, RunOptions, RunResult, open_run, run_dataset
+    from attrflow.viz.report import render_report
 
 
 def __getattr__(name: str) -> Any:

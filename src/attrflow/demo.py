@@ -51,17 +51,22 @@ def _explanation_page(model_name: str, text: str, out: Path, name: str) -> DemoE
 
 
 def _faithfulness_page(out: Path) -> DemoEntry:
-    """Abnar & Zuidema's protocol on a small sample: raw attention, rollout and flow against blank-out."""
+    """Abnar & Zuidema's protocol on a small sample: raw attention, rollout, flow and AttAttr against blank-out."""
     from attrflow import load_dataset
-    from attrflow.analysis.faithfulness import quick_faithfulness
-    from attrflow.results import _atomic_write_bytes
+    from attrflow.analysis.faithfulness import QUICK_METHODS, faithfulness
+    from attrflow.runner import RunOptions
+    from attrflow.viz.faithfulness import render_faithfulness_page
+    from attrflow.viz.page import write_page
 
     test = load_dataset("agreement", split="test")
-    report = quick_faithfulness("agreement", test[:16])
-    path = out / "faithfulness.html"
-    _atomic_write_bytes(path, report.to_html(figures=False).encode("utf-8"))
-    first_line = report.summary().strip().splitlines()[0] if report.summary().strip() else ""
-    return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, first_line)
+    report = faithfulness(
+        "agreement", test, methods=(*QUICK_METHODS, "attattr"), examples=16, steps=4, run=RunOptions(progress=False)
+    )
+    path = write_page(render_faithfulness_page(report, back=("index.html", "attrflow demo")), out / "faithfulness.html")
+    aopc = report.aopc_frame()["comprehensiveness"]
+    best = str(aopc.idxmax())
+    summary = f"best AOPC comprehensiveness: {best} ({float(aopc[best]):.2f}) on {report.num_examples} sentences"
+    return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, summary)
 
 
 def _heads_page(out: Path) -> DemoEntry:
@@ -84,22 +89,21 @@ def _attack_page(out: Path) -> DemoEntry:
     """Hao et al.'s trigger attack on a small sample, next to the random-token control."""
     from attrflow import load_dataset
     from attrflow.analysis.triggers import trigger_attack
-    from attrflow.results import _atomic_write_bytes
 
     train = load_dataset("tweets-sentiment", split="train")
     test = load_dataset("tweets-sentiment", split="test")
+    # the built-in splits are sorted by label: both samples are seeded random draws (the default)
     patterns, report = trigger_attack(
-        "sentiment", train, test, mine_examples=40, sample="random", eval_examples=200, top=1, control_seeds=3
+        "sentiment", train, test, mine_examples=40, eval_examples=200, top=1, control_seeds=3
     )
     path = out / "attack.html"
-    _atomic_write_bytes(path, report.to_html().encode("utf-8"))
-    frame = report.to_frame()
-    overall = frame[frame["label"] == "all"].iloc[0] if "label" in frame else None
+    report.to_html(path, back=("index.html", "attrflow demo"))
+    overall = report.overall()
     summary = (
-        f"accuracy {overall['accuracy_before']:.3f} -> {overall['accuracy_after']:.3f} with the trigger, "
-        f"{overall['control_accuracy_after']:.3f} with random tokens"
-        if overall is not None
-        else f"{len(patterns.patterns) if hasattr(patterns, 'patterns') else ''} patterns mined"
+        f"accuracy {overall[0].accuracy_before:.3f} -> {overall[0].accuracy_after:.3f} with the trigger, "
+        f"{overall[0].control_accuracy_after:.3f} with random tokens"
+        if overall
+        else f"{len(patterns)} patterns mined"
     )
     return DemoEntry("attack", "adversarial trigger vs random control (200 tweets)", path, summary)
 

@@ -55,7 +55,9 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "HeadImportance": "attrflow.analysis.heads.importance",
     "PruningCurve": "attrflow.analysis.heads.pruning",
     "HeadsAnalysis": "attrflow.analysis.heads.study",
-    "FaithfulnessReport": "attrflow.analysis.faithfulness_report",
+    "FaithfulnessReport": "attrflow.analysis.faithfulness.report",
+    "TriggerPatterns": "attrflow.analysis.triggers.patterns",
+    "AttackReport": "attrflow.analysis.triggers.report",
 }
 
 

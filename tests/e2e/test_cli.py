@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from attrflow.testing import build, word_tokenizer
 
 import attrflow
 from attrflow.cli import build_parser, main
+from attrflow.testing import build, word_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,10 @@ def test_explain_prints_prediction_and_writes_json(model_dir, tmp_path, capsys):
     assert printed.count("[CLS]") >= 1
     data = json.loads(out.read_text())
     assert data["tokens"] == ["[CLS]", "the", "movie", "was", "not", "good", "[SEP]"]
-    assert data["settings"]["steps"] == 3
-    assert len(data["attributions"]) == 3  # layers
+    assert data["attribution"]["settings"]["steps"] == 3
+    assert len(data["attribution"]["attributions"]) == 3  # layers
+    assert set(data["methods"]) == {"attattr", "attention", "rollout", "flow"}
+    assert len(data["methods"]["rollout"]["overall"]) == 7
 
 
 def test_explain_save_roundtrip(model_dir, tmp_path):
@@ -78,8 +80,9 @@ def test_explain_writes_report_with_every_method(model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "rollout:" in printed and "flow:" in printed and str(out) in printed
     page = out.read_text()
-    for section in ("rollout", "flow", "attribution", "raw attention", "Attribution tree"):
-        assert section in page
+    for method in ("attattr", "attention", "rollout", "flow"):
+        assert f'data-method="{method}"' in page
+    assert "Attribution tree" in page
 
 
 def test_explain_without_attattr_is_attention_only(model_dir, tmp_path, capsys):
@@ -88,7 +91,7 @@ def test_explain_without_attattr_is_attention_only(model_dir, tmp_path, capsys):
     assert main(args) == 0
     assert "strongest interactions" not in capsys.readouterr().out
     assert out.exists()
-    assert main([*args[:-2], "--json", str(tmp_path / "x.json")]) == 1
+    assert main([*args[:-2], "--save", str(tmp_path / "x.safetensors")]) == 1
     assert "include attattr" in capsys.readouterr().err
     assert main(["explain", "x", "--model", str(model_dir), "--methods", "lime"]) == 1
-    assert "methods must be" in capsys.readouterr().err
+    assert "unknown method 'lime'" in capsys.readouterr().err

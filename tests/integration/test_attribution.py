@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attrflow.testing import naive_attattr
-from attrflow.testing import ARCHITECTURES, build, example_inputs
 
 import attrflow
 from attrflow.errors import InvalidInputError
+from attrflow.testing import ARCHITECTURES, build, example_inputs, naive_attattr
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-from attrflow.testing import naive_attattr
-from attrflow.testing import ENCODER_DECODERS, build, word_tokenizer
 
 import attrflow
 from attrflow.analysis.token_scores import blankout_scores
 from attrflow.methods.gradients import embedding_gradients
+from attrflow.testing import ENCODER_DECODERS, build, naive_attattr, word_tokenizer
 
 
 def _wrapped(arch: str) -> attrflow.Model:
@@ -101,7 +100,7 @@ def test_explain_and_faithfulness_run_on_encoder_decoders(arch, tmp_path):
         methods=["attattr", "rollout", "flow"],
         references=["blankout", "gradient_l2"],
         steps=4,
-        progress=False,
+        run=attrflow.RunOptions(progress=False),
     )
     assert report.num_examples == 3
     assert torch.isfinite(torch.as_tensor(report.spearman["blankout"]["flow"])).all()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from attrflow.testing import build, example_inputs
 
 import attrflow
+from attrflow.testing import build, example_inputs
 
 
 def test_token_rows_are_the_flow_functions_at_the_output_position():

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from attrflow.testing import build, word_tokenizer
 
 import attrflow
 from attrflow.analysis.faithfulness import (
-    _erasure_curves,
+    FaithfulnessReport,
     erasure_order,
     removal_counts,
     spearman,
 )
-from attrflow.analysis.faithfulness_report import FaithfulnessReport
+from attrflow.analysis.faithfulness import erasure_curves as _erasure_curves
 from attrflow.errors import InvalidInputError
 from attrflow.models import Encoding
+from attrflow.testing import build, word_tokenizer
 
 TEXTS = [
     "the movie was great",
@@ -158,9 +158,8 @@ FAST = ("attention", "rollout", "flow", "attattr", "gradient_x_input")
 @pytest.fixture(scope="module")
 def run_report(bert, tmp_path_factory):
     out = tmp_path_factory.mktemp("faith") / "run"
-    report = attrflow.faithfulness(
-        bert, DATA, methods=FAST, references=("blankout", "gradient_l2"), steps=4, out_dir=out, progress=False
-    )
+    run = attrflow.RunOptions(out_dir=out, progress=False)
+    report = attrflow.faithfulness(bert, DATA, methods=FAST, references=("blankout", "gradient_l2"), steps=4, run=run)
     return report, out
 
 
@@ -201,13 +200,15 @@ def test_report_json_layout_and_files(run_report, tmp_path):
     table = report.table("blankout")
     assert list(table.columns) == ["L1", "L2", "L3"] and "±" in table.loc["flow", "L1"]
 
-    report.save(tmp_path, figures=False)
+    report.export(tmp_path, figures=False)
     on_disk = json.loads((tmp_path / "faithfulness.json").read_text())
     assert on_disk["spearman"]["blankout"]["flow"]["mean"] == pytest.approx(entry["mean"])
     assert (tmp_path / "spearman_blankout.csv").read_text().startswith("method,L1,L2,L3")
     html = (tmp_path / "faithfulness.html").read_text()
     assert "<html" in html and "Spearman with blankout" in html and "http" not in html.split("<body>")[1][:2000]
     loaded = FaithfulnessReport.load(tmp_path)
+    single = attrflow.load_result(report.save(tmp_path / "one.safetensors"))
+    np.testing.assert_array_equal(single.comprehensiveness["flow"], report.comprehensiveness["flow"])
     np.testing.assert_array_equal(loaded.spearman["blankout"]["flow"], report.spearman["blankout"]["flow"])
     np.testing.assert_array_equal(loaded.sufficiency["attattr"], report.sufficiency["attattr"])
     assert loaded.to_dict()["aopc"] == summary["aopc"]
@@ -216,7 +217,12 @@ def test_report_json_layout_and_files(run_report, tmp_path):
 def test_resume_and_batch_size_do_not_change_results(bert, run_report, tmp_path):
     report, out = run_report
     again = attrflow.faithfulness(
-        bert, DATA, methods=FAST, references=("blankout", "gradient_l2"), steps=4, out_dir=out, progress=False
+        bert,
+        DATA,
+        methods=FAST,
+        references=("blankout", "gradient_l2"),
+        steps=4,
+        run=attrflow.RunOptions(out_dir=out, progress=False),
     )
     assert attrflow.open_run(out).num_done == 4
     np.testing.assert_array_equal(again.spearman["gradient_l2"]["attattr"], report.spearman["gradient_l2"]["attattr"])
@@ -226,9 +232,8 @@ def test_resume_and_batch_size_do_not_change_results(bert, run_report, tmp_path)
         methods=FAST,
         references=("blankout", "gradient_l2"),
         steps=4,
-        out_dir=tmp_path / "run",
         batch_size=1,
-        progress=False,
+        run=attrflow.RunOptions(out_dir=tmp_path / "run", examples_per_batch=1, progress=False),
     )
     for method in report.aopc_methods:
         np.testing.assert_allclose(one_by_one.comprehensiveness[method], report.comprehensiveness[method], atol=1e-6)
@@ -257,31 +262,42 @@ def test_report_options_exclude_special_and_nan_policy(bert, run_report):
 
 
 def test_examples_selection_and_bad_options(bert):
+    quiet = attrflow.RunOptions(progress=False)
     report = attrflow.faithfulness(
-        bert, TEXTS, methods=("rollout",), references=("blankout",), examples=[3, 0], layers=[-1], progress=False
+        bert, TEXTS, methods=("rollout",), references=("blankout",), examples=[3, 0], layers=[-1], run=quiet
     )
     assert report.example_ids.tolist() == [0, 3] and report.layers == (2,)
     assert report.aopc_methods == ("rollout", "blankout")
-    with pytest.raises(InvalidInputError, match="methods"):
+    with pytest.raises(InvalidInputError, match="unknown method 'saliency'"):
         attrflow.faithfulness(bert, TEXTS, methods=("saliency",))
     with pytest.raises(InvalidInputError, match="references"):
         attrflow.faithfulness(bert, TEXTS, references=("flow",))
     with pytest.raises(InvalidInputError, match="ray"):
+        attrflow.faithfulness(bert, TEXTS, run=attrflow.RunOptions(engine="ray"))
+    with pytest.raises(InvalidInputError, match="integrated_gradients.*steps"):
+        attrflow.faithfulness(bert, TEXTS, method_options={"integrated_gradients": {"steps": 0}})
+    with pytest.raises(InvalidInputError, match="no chosen method has the option 'stepz'"):
+        attrflow.faithfulness(bert, TEXTS, stepz=4)
+    with pytest.warns(DeprecationWarning, match="RunOptions"), pytest.raises(InvalidInputError, match="ray"):
         attrflow.faithfulness(bert, TEXTS, engine="ray")
-    with pytest.raises(InvalidInputError, match="ig_steps"):
-        attrflow.faithfulness(bert, TEXTS, ig_steps=0)
     with pytest.raises(InvalidInputError, match="outside"):
         attrflow.faithfulness(bert, TEXTS, examples=[7])
     with pytest.raises(InvalidInputError, match="out of range"):
-        attrflow.faithfulness(bert, TEXTS, layers=[5], methods=("attention",), progress=False)
+        attrflow.faithfulness(bert, TEXTS, layers=[5], methods=("attention",), run=quiet)
 
 
 def test_gradient_reference_noise_is_reported(bert):
-    with pytest.warns(RuntimeWarning, match="rounding noise"):
-        report = attrflow.faithfulness(
-            bert, TEXTS[:2], methods=("attention",), references=("gradient",), layers=0, progress=False
-        )
-    assert report.settings["gradient_rounding_noise"] == 1.0
+    from attrflow.methods.gradients import CANCELLATION_THRESHOLD
+
+    report = attrflow.faithfulness(
+        bert,
+        TEXTS[:2],
+        methods=("attention",),
+        references=("gradient",),
+        layers=0,
+        run=attrflow.RunOptions(progress=False),
+    )
+    assert (report.reports["gradient"]["cancellation"] < CANCELLATION_THRESHOLD).all()
     assert any("rounding noise" in note for note in report.notes())
     assert "rounding noise" in report.summary()
 
@@ -291,9 +307,10 @@ def test_figures(run_report, tmp_path):
     report, _ = run_report
     figure = report.plot("blankout")
     assert len(figure.axes[0].lines) >= 4
-    report.save(tmp_path)
+    report.export(tmp_path)
     assert (tmp_path / "spearman_blankout.png").stat().st_size > 1000
-    assert "<svg" in (tmp_path / "faithfulness.html").read_text()
+    html = (tmp_path / "faithfulness.html").read_text()
+    assert "<svg" in html and "Spearman with blankout per layer" in html
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -340,10 +357,15 @@ def test_ray_engine_gives_the_local_numbers(tmp_path):
     model_dir = tmp_path / "model"
     build("bert", init_scale=0.2).save_pretrained(model_dir)
     word_tokenizer().save_pretrained(model_dir)
-    options = {"methods": ("rollout", "flow", "gradient_x_input"), "references": ("blankout",), "progress": False}
-    local = attrflow.faithfulness(str(model_dir), DATA, out_dir=tmp_path / "local", **options)
+    options = {"methods": ("rollout", "flow", "gradient_x_input"), "references": ("blankout",)}
+    local = attrflow.faithfulness(
+        str(model_dir), DATA, run=attrflow.RunOptions(out_dir=tmp_path / "local", progress=False), **options
+    )
     remote = attrflow.faithfulness(
-        str(model_dir), DATA, out_dir=tmp_path / "ray", engine="ray", num_workers=2, **options
+        str(model_dir),
+        DATA,
+        run=attrflow.RunOptions(out_dir=tmp_path / "ray", engine="ray", num_workers=2, progress=False),
+        **options,
     )
     for method in local.aopc_methods:
         np.testing.assert_allclose(remote.comprehensiveness[method], local.comprehensiveness[method], atol=1e-6)

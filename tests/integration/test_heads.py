@@ -30,7 +30,6 @@ from attrflow.analysis.heads import (
 )
 from attrflow.data import sample
 from attrflow.errors import InvalidInputError, UnsupportedModelError
-from attrflow.models import Session
 from attrflow.runner import RunOptions, run_dataset
 from attrflow.testing import build, word_tokenizer
 from runner_tasks import Example, make_dataset
@@ -79,13 +78,14 @@ def test_taylor_equals_the_per_layer_gradient_oracle(model, tmp_path):
         encoding = model.prepare(_inputs(example))
         expected = torch.zeros(model.num_layers, model.num_heads, dtype=torch.float64)
         for layer in range(model.num_layers):
-            # the layer's probabilities as a grad-requiring leaf (α = 1 leaves them unchanged)
-            session = Session(replace_site=layer, alphas=torch.ones(1), require_grad=True)
+            # one branch row whose layer probabilities are a grad-requiring leaf (α = 1 leaves them unchanged)
             with torch.enable_grad():
-                logits = model.run(encoding, session).float()
+                branched = model.run_branches(encoding, {layer: torch.ones(1)}, require_grad=True)
+                logits = branched.logits[branched.row_starts[layer] :].float()
                 loss = torch.nn.functional.cross_entropy(logits, torch.tensor([example.label]))
-                (grad,) = torch.autograd.grad(loss, session.replaced)
-            expected[layer] = (session.replaced.detach() * grad).double()[0].sum(dim=(-1, -2))
+                leaf = branched.leaves[layer]
+                (grad,) = torch.autograd.grad(loss, leaf)
+            expected[layer] = (leaf.detach() * grad).double()[0].sum(dim=(-1, -2))
         torch.testing.assert_close(importance.per_example[row].double(), expected, rtol=1e-4, atol=1e-7)
     # aggregation: mean of |.|, each layer scaled to unit L2 norm
     mean = importance.per_example.double().abs().mean(0)
@@ -101,7 +101,7 @@ def test_taylor_logit_sum_objective(model, tmp_path):
     encoding = model.prepare(_inputs(example))
     gate = torch.ones(model.num_layers, model.num_heads, requires_grad=True)
     with torch.enable_grad():
-        logits = model.run(encoding, Session(gate=gate))
+        logits = model.forward_pass(encoding, gate=gate).logits
         (grad,) = torch.autograd.grad(logits.sum(), gate)
     stored = HeadImportance.from_run(run, "taylor").per_example[0]
     torch.testing.assert_close(stored, grad.float(), rtol=1e-5, atol=1e-7)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attrflow.testing import build, example_inputs
 from transformers import AttentionInterface
 
 import attrflow
 from attrflow.analysis.interactions import interaction_effect, masked_probability
 from attrflow.errors import InvalidInputError
+from attrflow.testing import build, example_inputs
 
 _EDIT: dict = {}
 

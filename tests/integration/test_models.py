@@ -2,36 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
 import torch
 import transformers as T
-from attrflow.testing import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, example_inputs, word_tokenizer
 
 import attrflow
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.methods.gradients import embedding_gradients
+from attrflow.testing import ARCHITECTURES, ENCODER_DECODERS, VOCAB, build, example_inputs, word_tokenizer
 
 
 def _snapshot(model):
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
-    return model.config._attn_implementation, model.training, hooks
+    flags = tuple(m.training for m in model.modules())  # every module's own flag, not just the top one
+    return model.config._attn_implementation, flags, hooks
 
 
 def _outputs(model, inputs):
-    was = model.training
+    flags = [(m, m.training) for m in model.modules()]
     model.eval()
     with torch.no_grad():
         out = model(**inputs).logits.clone()
-    model.train(was)
+    for module, training in flags:
+        module.training = training
     return out
+
+
+def _train_with_one_frozen_part(model):
+    """Training mode with one submodule (half-way down the module tree) in eval mode, as when part is frozen."""
+    model.train()
+    modules = list(model.modules())
+    frozen = modules[len(modules) // 2]
+    frozen.eval()
+    assert model.training and not frozen.training
+    return model
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_model_is_returned_exactly_as_it_came(arch):
-    model = build(arch)
-    model.train()  # a model handed over in training mode must stay in training mode
+    # a model handed over in training mode, with one part in eval mode, must come back with every flag as it was
+    model = _train_with_one_frozen_part(build(arch))
     inputs = example_inputs(arch)
     before, outputs = _snapshot(model), _outputs(model, inputs)
     wrapped = attrflow.load_model(model)
@@ -52,7 +65,7 @@ def test_model_is_returned_exactly_as_it_came(arch):
 
 
 def test_model_restored_after_exception_mid_forward():
-    model = build("bert")
+    model = _train_with_one_frozen_part(build("bert"))
     inputs = example_inputs("bert")
     before, outputs = _snapshot(model), _outputs(model, inputs)
     wrapped = attrflow.load_model(model)
@@ -69,8 +82,9 @@ def test_model_restored_after_exception_mid_forward():
     handle.remove()
     assert _snapshot(model) == before
     torch.testing.assert_close(_outputs(model, inputs), outputs)
-    # and it still works afterwards
+    # and it still works afterwards, handing the model back as it came
     attrflow.attribute(wrapped, inputs, steps=2)
+    assert _snapshot(model) == before
 
 
 def test_gating_a_head_equals_removing_its_values():
@@ -104,6 +118,77 @@ def test_gate_shape_is_checked():
     wrapped = attrflow.load_model(build("bert"))
     with pytest.raises(InvalidInputError, match="head mask"), wrapped.gate_heads(torch.ones(2, 2)):
         pass
+    with pytest.raises(InvalidInputError, match="gate must be"):
+        wrapped.forward_pass(wrapped.prepare(example_inputs("bert")), gate=torch.ones(2, 2))
+
+
+def test_forward_pass_gate_composes_with_gate_heads_and_differentiates():
+    wrapped = attrflow.load_model(build("bert", init_scale=0.2))
+    encoding = wrapped.prepare(example_inputs("bert"))
+    outer, inner = torch.ones(wrapped.num_layers, wrapped.num_heads), torch.ones(wrapped.num_layers, wrapped.num_heads)
+    outer[1, 2] = 0
+    inner[0, 1] = 0.5
+    with torch.no_grad():
+        with wrapped.gate_heads(outer):
+            nested = wrapped.forward_pass(encoding, gate=inner)
+        both = wrapped.forward_pass(encoding, gate=outer * inner)
+        clean = wrapped.forward_pass(encoding)
+    torch.testing.assert_close(nested.logits, both.logits, rtol=0, atol=0)
+    torch.testing.assert_close(nested.attentions, both.attentions, rtol=0, atol=0)
+    assert torch.all(nested.attentions[1, 2] == 0)
+    torch.testing.assert_close(nested.attentions[0, 1], 0.5 * clean.attentions[0, 1])
+    # the clean pass is what record() stores; a gate of ones that requires grad leaves it unchanged and is in the graph
+    recording = wrapped.record(encoding)
+    torch.testing.assert_close(recording.logits, clean.logits, rtol=0, atol=0)
+    torch.testing.assert_close(recording.attentions, clean.attentions.float(), rtol=0, atol=0)
+    gate = torch.ones(wrapped.num_layers, wrapped.num_heads, requires_grad=True)
+    with torch.enable_grad():
+        live = wrapped.forward_pass(encoding, gate=gate)
+        (grad,) = torch.autograd.grad(live.logits[1], gate)
+    torch.testing.assert_close(live.logits.detach(), clean.logits)
+    # finite difference of one head's gate: the gradient is the model's, not an artefact of the recording
+    step = 1e-3
+    for layer, head in [(0, 0), (2, 3)]:
+        shifted = torch.ones(wrapped.num_layers, wrapped.num_heads)
+        shifted[layer, head] += step
+        with torch.no_grad():
+            up = wrapped.forward_pass(encoding, gate=shifted).logits[1]
+            shifted[layer, head] -= 2 * step
+            down = wrapped.forward_pass(encoding, gate=shifted).logits[1]
+        assert float(grad[layer, head]) == pytest.approx(float(up - down) / (2 * step), rel=2e-2, abs=1e-5)
+
+
+def test_branch_pass_is_a_frozen_result_in_padded_coordinates():
+    wrapped = attrflow.load_model(build("bert", init_scale=0.2))
+    ids = example_inputs("bert")["input_ids"]
+    mask = torch.ones_like(ids)
+    mask[0, -2:] = 0  # two padding positions at the end
+    encoding = wrapped.prepare({"input_ids": ids, "attention_mask": mask})
+    with torch.no_grad():
+        clean = wrapped.forward_pass(encoding)
+        branched = wrapped.run_branches(encoding, {1: torch.tensor([1.0, 0.5]), 2: torch.ones(1)}, record=True)
+    assert dict(branched.row_starts) == {1: 1, 2: 3} and branched.logits.shape[0] == 4
+    assert not branched.leaves and not branched.clean_row_leaves  # no require_grad
+    # alpha = 1 rows give the clean output; alpha = 0.5 does not
+    torch.testing.assert_close(branched.logits[[0, 1, 3]], clean.logits.expand(3, -1), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(branched.logits[2], clean.logits, atol=1e-4)
+    assert branched.attentions is not None and branched.attentions.shape[-1] == ids.shape[1]
+    real = encoding.positions
+    torch.testing.assert_close(branched.attentions[..., real, :][..., real], clean.attentions, rtol=0, atol=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        branched.logits = clean.logits
+
+
+def test_session_is_private_and_its_old_uses_warn():
+    assert "Session" not in attrflow.models.__all__
+    with pytest.warns(DeprecationWarning, match="private"):
+        session_type = attrflow.models.Session
+    wrapped = attrflow.load_model(build("bert"))
+    encoding = wrapped.prepare(example_inputs("bert"))
+    with pytest.warns(DeprecationWarning, match="forward_pass"), torch.no_grad():
+        logits = wrapped.run(encoding, session_type(record=True))
+    with torch.no_grad():
+        torch.testing.assert_close(logits[0], wrapped.forward_pass(encoding).logits, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

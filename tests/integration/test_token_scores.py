@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attrflow.testing import build, example_inputs, word_tokenizer
 
 import attrflow
 from attrflow.analysis.token_scores import attattr_token_scores, attention_token_scores
 from attrflow.errors import InvalidInputError
 from attrflow.methods.gradients import embedding_gradients
+from attrflow.testing import build, example_inputs, word_tokenizer
 
 TEXT = "the movie was not very good but fun"
 

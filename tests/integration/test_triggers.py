@@ -1,5 +1,6 @@
-"""Adversarial triggers (Hao et al. 2021, §5): insertion, mining against a direct computation, a model with a known
-shortcut token, the random control, and the result and CLI contracts."""
+"""Adversarial triggers (Hao et al. 2021, §5) on tiny models: insertion with the model's tokenisation, mining
+against a direct computation, a model with a known shortcut token, the random control, mined results saved and
+loaded back, the CLI contracts and the deprecated spellings. The model-free parts are in tests/unit."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from attrflow.testing import SPECIALS, VOCAB, WORDS, build, word_tokenizer
 
 import attrflow
 from attrflow.analysis import triggers as tr
+from attrflow.analysis.triggers import evaluation
 from attrflow.errors import InvalidInputError
+from attrflow.runner import RunOptions
+from attrflow.testing import SPECIALS, VOCAB, WORDS, build, word_tokenizer
+from attrflow.validation import Selection
 
 SHORTCUT = "fun"
+QUIET = RunOptions(progress=False)
 
 
 @dataclass(frozen=True)
@@ -95,17 +100,6 @@ def shortcut_model() -> attrflow.Model:
 
 
 # ---------------------------------------------------------------------- insertion
-def test_plan_positions_hand_computed():
-    assert tr._plan_positions([0.0], 4) == [0]
-    assert tr._plan_positions([1.0], 4) == [4]
-    assert tr._plan_positions([0.5], 4) == [2]
-    assert tr._plan_positions([0.5, 0.5], 3) == [2, 3]  # a collision moves the later token right
-    assert tr._plan_positions([1.0, 1.0], 2) == [2, 3]  # ... and the end pulls both back in
-    assert tr._plan_positions([0.0, 1.0], 0) == [0, 1]  # an empty segment
-    for relative in ([0.1, 0.1, 0.1], [0.0, 0.2, 0.9, 1.0], [1.0, 1.0, 1.0]):
-        for length in range(0, 6):
-            plan = tr._plan_positions(relative, length)
-            assert plan == sorted(set(plan)) and plan[0] >= 0 and plan[-1] < length + len(relative)
 
 
 def test_insert_single_text_at_relative_positions(tiny):
@@ -143,54 +137,6 @@ def test_trigger_for_second_segment_needs_a_pair(tiny):
         tr.insert_trigger(tiny, "the movie", trigger(["bad"], [1], [0.0]))
 
 
-def test_trigger_validates_its_fields():
-    with pytest.raises(InvalidInputError):
-        tr.Trigger((5,), ("x",), (2,), (0.0,))
-    with pytest.raises(InvalidInputError):
-        tr.Trigger((5,), ("x",), (0,), (1.5,))
-
-
-# ---------------------------------------------------------------------- patterns -> triggers
-def _pattern(scores: tuple[float, float], interactions=((0, 2), (5, 1))) -> tr.Pattern:
-    tokens = ("[CLS]", "a", "b", "[SEP]", "c", "d", "[SEP]")
-    return tr.Pattern(
-        example_id=7,
-        tokens=tokens,
-        input_ids=(2, 10, 11, 3, 12, 13, 3),
-        segments=(-1, 0, 0, -1, 1, 1, -1),
-        layer=1,
-        head=0,
-        interactions=interactions,
-        scores=scores,
-        predicted=1,
-        label=0,
-        probability=0.9,
-    )
-
-
-def test_second_pair_joins_only_above_the_ratio_and_specials_are_dropped():
-    both = _pattern((0.1, 0.03)).trigger()
-    assert both.tokens == ("a", "b", "d") and both.segments == (0, 0, 1)
-    assert both.relative_positions == (0.0, 1.0, 1.0)
-    assert both.token_ids == (10, 11, 13) and both.source_indices == (1, 2, 5)
-    assert both.score == pytest.approx(0.13) and both.label == 1 and both.source == 7
-    first_only = _pattern((0.1, 0.019)).trigger()
-    assert first_only.tokens == ("b",) and first_only.relative_positions == (1.0,)
-    assert _pattern((0.1, 0.019)).trigger(ratio=0.1).tokens == ("a", "b", "d")
-
-
-def test_pattern_set_skips_empty_weak_and_repeated_triggers():
-    only_special = _pattern((0.5, 0.4), interactions=((0, 3), (6, 0)))
-    strong = _pattern((0.3, 0.01))
-    repeat = _pattern((0.2, 0.01))
-    weak = _pattern((0.01, 0.001), interactions=((1, 4), (1, 1)))
-    patterns = tr.TriggerPatterns((only_special, strong, repeat, weak), ("neg", "pos"), {"min_score": 0.02})
-    chosen = patterns.triggers()
-    assert [t.tokens for t in chosen] == [("b",)]
-    assert [t.tokens for t in patterns.triggers(min_score=0.0)] == [("b",), ("a", "c")]
-    assert len(patterns.triggers(1, min_score=0.0)) == 1
-
-
 # ---------------------------------------------------------------------- mining
 MINING_DATA = [
     Ex("the movie was great", None, 1),
@@ -218,7 +164,7 @@ def _direct(model: attrflow.Model, example: Ex):
 
 
 def test_mined_patterns_match_a_direct_computation(tiny, tmp_path):
-    mined = tr.mine_patterns(tiny, MINING_DATA, steps=2, progress=False, out_dir=tmp_path / "run")
+    mined = tr.mine_patterns(tiny, MINING_DATA, steps=2, run=QUIET.with_out_dir(tmp_path / "run"))
     assert sorted(p.example_id for p in mined.patterns) == list(range(len(MINING_DATA)))
     scores = [p.score for p in mined.patterns]
     assert scores == sorted(scores, reverse=True)
@@ -239,45 +185,51 @@ def test_mined_patterns_match_a_direct_computation(tiny, tmp_path):
 
 def test_mining_is_deterministic_and_independent_of_batching(tiny, tmp_path):
     data = MINING_DATA[1:4]
-    first = tr.mine_patterns(tiny, data, steps=2, batch_size=1, progress=False, out_dir=tmp_path / "a")
-    second = tr.mine_patterns(tiny, data, steps=2, batch_size=2, progress=False, out_dir=tmp_path / "b")
+
+    def options(per_batch: int, directory: str) -> RunOptions:
+        return RunOptions(out_dir=tmp_path / directory, examples_per_batch=per_batch, progress=False)
+
+    first = tr.mine_patterns(tiny, data, steps=2, run=options(1, "a"))
+    second = tr.mine_patterns(tiny, data, steps=2, run=options(2, "b"))
     assert first.to_table().equals(second.to_table())
-    resumed = tr.mine_patterns(tiny, data, steps=2, batch_size=3, progress=False, out_dir=tmp_path / "a")
+    resumed = tr.mine_patterns(tiny, data, steps=2, run=options(3, "a"))
     assert resumed.to_table().equals(first.to_table())
 
 
 def test_examples_and_min_tokens_select_the_mined_examples(tiny):
-    mined = tr.mine_patterns(tiny, MINING_DATA, examples=4, min_tokens=9, steps=2, progress=False)
+    mined = tr.mine_patterns(tiny, MINING_DATA, examples=4, selection="first", min_tokens=9, steps=2, run=QUIET)
     # [CLS] + words (+ [SEP] + words) + [SEP] >= 9 tokens, among the first four
     assert sorted(p.example_id for p in mined.patterns) == [2, 3]
     assert mined.settings["examples"] == 4 and mined.settings["mined"] == 2
 
 
 def test_random_sample_is_seeded_and_keeps_dataset_positions(tiny):
-    mined = tr.mine_patterns(tiny, MINING_DATA, examples=3, sample="random", seed=3, steps=2, progress=False)
+    with pytest.warns(UserWarning, match="one class"):  # the three drawn examples are all positive
+        mined = tr.mine_patterns(tiny, MINING_DATA, examples=3, seed=3, steps=2, run=QUIET)
     expected = sorted(np.random.default_rng(3).choice(len(MINING_DATA), size=3, replace=False).tolist())
-    assert sorted(p.example_id for p in mined.patterns) == expected
-    assert mined.settings["sample"] == "random" and mined.settings["seed"] == 3
-    with pytest.raises(InvalidInputError, match="sample"):
-        tr.mine_patterns(tiny, MINING_DATA, sample="shuffled", progress=False)
+    assert sorted(p.example_id for p in mined.patterns) == expected  # random is the default
+    assert mined.settings["selection"] == "random" and mined.settings["seed"] == 3
+    with pytest.raises(InvalidInputError, match="selection"):
+        tr.mine_patterns(tiny, MINING_DATA, selection="shuffled", run=QUIET)
 
 
 def test_attack_evaluates_a_seeded_random_sample_of_a_sorted_dataset(shortcut_model):
     data = synthetic(60, seed=5)
     ordered = Named(sorted(data, key=lambda ex: ex.label))  # all negatives first, like the built-in tweets
     only_the_shortcut = [trigger([SHORTCUT], [0], [0.5])]
-    first = tr.attack(shortcut_model, ordered, only_the_shortcut, examples=20, control=False)
+    with pytest.warns(UserWarning, match="'negative'.*selection='random'"):
+        first = tr.attack(shortcut_model, ordered, only_the_shortcut, examples=20, selection="first", control=False)
     assert [o.label for o in first.outcomes] == ["all", "negative"]  # the first 20 are all negative
-    drawn = tr.attack(shortcut_model, ordered, only_the_shortcut, examples=20, sample="random", seed=1, control=False)
+    drawn = tr.attack(shortcut_model, ordered, only_the_shortcut, examples=20, seed=1, control=False)
     counts = {o.label: o.count for o in drawn.outcomes}
     expected = sorted(np.random.default_rng(1).choice(60, size=20, replace=False).tolist())
     assert counts["all"] == 20 and counts["positive"] == sum(ordered[p].label for p in expected)
-    assert drawn.settings["sample"] == "random"
+    assert drawn.settings["selection"] == "random"  # the default
 
 
 def test_ray_needs_a_model_it_can_load_by_name(tiny):
     with pytest.raises(InvalidInputError, match="name or a checkpoint directory"):
-        tr.mine_patterns(tiny, MINING_DATA, engine="ray", progress=False)
+        tr.mine_patterns(tiny, MINING_DATA, run=RunOptions(engine="ray", progress=False))
     with pytest.raises(InvalidInputError, match="Ray"):
         pickle.dumps(tr.PatternMiningTask(tiny))
     by_name = pickle.loads(pickle.dumps(tr.PatternMiningTask("some/checkpoint", steps=3)))
@@ -285,7 +237,7 @@ def test_ray_needs_a_model_it_can_load_by_name(tiny):
 
 
 def test_patterns_round_trip_through_parquet(tiny, tmp_path):
-    mined = tr.mine_patterns(tiny, MINING_DATA[:3], steps=2, progress=False)
+    mined = tr.mine_patterns(tiny, MINING_DATA[:3], steps=2, run=QUIET)
     path = mined.to_parquet(tmp_path / "patterns.parquet")
     loaded = tr.TriggerPatterns.read_parquet(path)
     assert loaded.patterns == mined.patterns
@@ -296,14 +248,14 @@ def test_patterns_round_trip_through_parquet(tiny, tmp_path):
 
 # ---------------------------------------------------------------------- the shortcut model
 def test_shortcut_token_is_mined_as_the_top_trigger_and_breaks_the_other_class(shortcut_model):
-    mined = tr.mine_patterns(shortcut_model, synthetic(24, seed=1), steps=4, progress=False)
+    mined = tr.mine_patterns(shortcut_model, synthetic(24, seed=1), steps=4, run=QUIET)
     top = mined.triggers(1, min_score=0.0)[0]
     assert top.tokens == (SHORTCUT,)
     assert top.label == 1
     report = tr.attack(shortcut_model, synthetic(80, seed=2), mined, top=1, min_score=0.0, control_seeds=3, seed=0)
     rows = {o.label: o for o in report.outcomes}
     assert set(rows) == {"all", "negative", "positive"}
-    assert report.settings["sample"] == "first" and report.settings["examples"] == 80
+    assert report.settings["selection"] == "random" and report.settings["examples"] == 80
     assert rows["negative"].count == rows["positive"].count == 40
     assert rows["negative"].accuracy_before == 1.0 and rows["positive"].accuracy_before == 1.0
     assert rows["negative"].accuracy_after <= 0.1  # the shortcut word flips negatives to positive
@@ -316,58 +268,16 @@ def test_shortcut_token_is_mined_as_the_top_trigger_and_breaks_the_other_class(s
 
 # ---------------------------------------------------------------------- the control
 def test_control_draws_ordinary_words_only_and_depends_on_the_seed(tiny):
-    allowed = tr._control_vocabulary(tiny)
+    allowed = evaluation.control_vocabulary(tiny)
     assert sorted(allowed.tolist()) == ids(*WORDS)  # no [PAD] [UNK] [CLS] [SEP] [MASK]
     base = trigger(["great", "bad"], [0, 0], [0.0, 1.0])
-    draws = [tr._control_trigger(tiny, base, allowed, (0, 0, c)) for c in range(6)]
+    draws = [evaluation.control_trigger(tiny, base, allowed, (0, 0, c)) for c in range(6)]
     for draw in draws:
         assert len(set(draw.token_ids)) == 2 and not set(draw.token_ids) & set(base.token_ids)
         assert draw.relative_positions == base.relative_positions and draw.segments == base.segments
         assert list(draw.tokens) == tiny.tokenizer.convert_ids_to_tokens(list(draw.token_ids))
-    assert draws[0] == tr._control_trigger(tiny, base, allowed, (0, 0, 0))
+    assert draws[0] == evaluation.control_trigger(tiny, base, allowed, (0, 0, 0))
     assert len({d.token_ids for d in draws}) > 1
-
-
-# ---------------------------------------------------------------------- report contracts
-def _report() -> tr.AttackReport:
-    evil = tr.Trigger((5,), ("<script>alert(1)</script>",), (0,), (0.5,), score=0.3, label=1)
-    outcomes = (
-        tr.AttackOutcome(0, "all", -1, 4, 0.75, 0.5, (0.75, 0.5)),
-        tr.AttackOutcome(0, "neg<1>", 0, 2, 1.0, 0.0, (1.0, 0.5)),
-        tr.AttackOutcome(0, "pos", 1, 2, 0.5, 1.0, ()),
-    )
-    return tr.AttackReport(
-        (evil,), outcomes, ("neg<1>", "pos"), {"model": "m", "control_seeds": 2}, ((("<i>",), ("x",)),)
-    )
-
-
-def test_report_json_has_exactly_the_cli_schema(tmp_path):
-    report = _report()
-    data = json.loads(report.save(tmp_path / "attack.json").read_text())
-    assert set(data) == {"triggers", "results"}
-    assert data["triggers"] == [{"tokens": ["<script>alert(1)</script>"], "score": 0.3, "label": "pos"}]
-    keys = {"trigger", "label", "accuracy_before", "accuracy_after", "control_accuracy_after", "control_std"}
-    assert all(set(row) == keys for row in data["results"])
-    assert data["results"][0]["control_accuracy_after"] == pytest.approx(0.625)
-    assert data["results"][0]["control_std"] == pytest.approx(np.std([0.75, 0.5], ddof=1))
-    assert data["results"][2]["control_accuracy_after"] is None and data["results"][2]["control_std"] is None
-
-
-def test_report_html_is_escaped_and_frame_and_plot_work():
-    report = _report()
-    page = report.to_html()
-    assert "<script>" not in page and "&lt;script&gt;" in page and "neg&lt;1&gt;" in page
-    assert "<i>" not in page and "&lt;i&gt; | x" in page  # the control's random draws, escaped
-    assert page.startswith("<!DOCTYPE html>") and "default-src 'none'" in page
-    assert not any(outside in page for outside in ("://", "src=", "href=", "<script", "<img"))  # self-contained
-    frame = report.to_frame()
-    assert list(frame["drop"]) == pytest.approx([0.25, 1.0, -0.5])
-    assert list(frame["control_accuracies"][0]) == [0.75, 0.5]
-    figure = report.plot()
-    assert len(figure.axes) == 1 and len(figure.axes[0].patches) == 9  # clean, trigger, control x 3
-    patterns = tr.TriggerPatterns((_pattern((0.1, 0.03)),), ("neg", "<b>pos</b>"), {"min_score": 0.02})
-    assert "&lt;b&gt;pos&lt;/b&gt;" in patterns.to_html() and "<b>pos" not in patterns.to_html()
-    assert len(patterns.plot().axes) == 1
 
 
 # ---------------------------------------------------------------------- CLI
@@ -397,7 +307,25 @@ def test_cli_attack_writes_json_parquet_and_html(shortcut_model, tmp_path, monke
     assert len(patterns) == 16
     assert (out / "attack.html").read_text().startswith("<!DOCTYPE html>")
     assert (out / "mining" / "run.json").is_file()
+    report = attrflow.load_result(out / "attack.safetensors")
+    assert isinstance(report, tr.AttackReport) and report.to_dict() == data
+    assert report.settings["selection"] == "random"
     assert "trigger #0" in capsys.readouterr().out
+    assert not list(out.glob(".*.tmp"))  # every file went through the atomic writer
+
+    # the deprecated flags still work, with a warning, and choose what they chose
+    old = tmp_path / "old"
+    argv = ["attack", "--model", str(directory), "--data", "synthetic", "--out", str(old), "--top", "1"]
+    argv += ["--mine-examples", "6", "--mine-sample", "first", "--eval-examples", "10", "--eval-sample", "first"]
+    argv += ["--min-score", "0", "--steps", "2", "--no-control", "--no-progress"]
+    with pytest.warns(DeprecationWarning, match="-sample is deprecated"):
+        assert main(argv) == 0
+    assert "--eval-sample is deprecated" in capsys.readouterr().err
+    old_report = attrflow.load_result(old / "attack.safetensors")
+    assert old_report.settings["selection"] == "first" and old_report.settings["examples"] == 10
+    mined = tr.TriggerPatterns.read_parquet(old / "patterns.parquet")
+    assert sorted(p.example_id for p in mined.patterns) == list(range(6))
+    assert mined.settings["selection"] == "first"
 
 
 @pytest.mark.slow
@@ -407,9 +335,12 @@ def test_ray_mining_equals_local_mining(tiny, tmp_path):
     tiny.model.save_pretrained(directory)
     tiny.tokenizer.save_pretrained(directory)
     from_disk = attrflow.load_model(directory)
-    local = tr.mine_patterns(from_disk, MINING_DATA, steps=2, progress=False)
+    local = tr.mine_patterns(from_disk, MINING_DATA, steps=2, run=QUIET)
     on_ray = tr.mine_patterns(
-        directory, MINING_DATA, steps=2, engine="ray", num_workers=2, batch_size=2, progress=False
+        directory,
+        MINING_DATA,
+        steps=2,
+        run=RunOptions(engine="ray", num_workers=2, examples_per_batch=2, progress=False),
     )
     assert on_ray.to_table().equals(local.to_table())
 
@@ -419,5 +350,54 @@ def test_cli_attack_defaults_parse():
     from attrflow.methods.attribution import DEFAULT_STEPS
 
     args = build_parser().parse_args(["attack", "--data", "d", "--out", "o"])
-    assert (args.steps, args.top, args.mine_examples, args.mine_sample) == (DEFAULT_STEPS, 3, 500, "first")
+    expected = (DEFAULT_STEPS, 3, 500, "random", "random")
+    assert (args.steps, args.top, args.mine_examples, args.mine_selection, args.eval_selection) == expected
     assert build_parser().parse_args(["attack", "--data", "d", "--out", "o", "--steps", "6"]).steps == 6
+
+
+# ---------------------------------------------------------------------- results as files
+
+
+def test_mined_patterns_and_attack_round_trip_through_load_result(shortcut_model, tmp_path):
+    mined = tr.mine_patterns(shortcut_model, synthetic(6, seed=1), steps=2, run=QUIET)
+    loaded = attrflow.load_result(mined.save(tmp_path / "patterns.safetensors"))
+    assert isinstance(loaded, tr.TriggerPatterns) and loaded == mined
+    assert loaded.to_table().equals(mined.to_table())
+    report = tr.attack(shortcut_model, synthetic(12, seed=2), loaded, top=2, min_score=0.0, control_seeds=2)
+    assert attrflow.load_result(report.save(tmp_path / "attack.safetensors")) == report
+    empty = tr.TriggerPatterns((), (), {})
+    assert attrflow.load_result(empty.save(tmp_path / "empty.safetensors")) == empty
+
+
+# ---------------------------------------------------------------------- deprecated spellings
+def test_deprecated_keywords_still_work_and_warn(tiny, shortcut_model, tmp_path):
+    with pytest.warns(DeprecationWarning, match="selection="):
+        first = tr.mine_patterns(tiny, MINING_DATA, examples=2, sample="first", steps=2, run=QUIET)
+    assert sorted(p.example_id for p in first.patterns) == [0, 1] and first.settings["selection"] == "first"
+    with pytest.warns(DeprecationWarning, match="run=attrflow.RunOptions"):
+        old = tr.mine_patterns(tiny, MINING_DATA[:2], steps=2, progress=False, batch_size=1, out_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "run.json").is_file() and len(old) == 2
+    with pytest.raises(InvalidInputError, match="not both"):
+        tr.mine_patterns(tiny, MINING_DATA, run=QUIET, progress=False)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        tr.mine_patterns(tiny, MINING_DATA, run_option=QUIET)
+    only_the_shortcut = [trigger([SHORTCUT], [0], [0.5])]
+    with pytest.warns(DeprecationWarning, match="selection="):
+        report = tr.attack(shortcut_model, synthetic(10, seed=3), only_the_shortcut, examples=4, sample="first")
+    assert report.settings["selection"] == "first"
+    with pytest.warns(DeprecationWarning, match="mine_selection= and eval_selection="):
+        patterns, report = tr.trigger_attack(
+            shortcut_model,
+            synthetic(4, seed=1),
+            synthetic(6, seed=2),
+            mine_examples=2,
+            eval_examples=3,
+            sample="first",
+            steps=2,
+            top=1,
+            min_score=-1.0,
+            control_seeds=1,
+        )
+    assert patterns.settings["selection"] == report.settings["selection"] == "first"
+    with pytest.warns(DeprecationWarning, match="Selection"):
+        assert tr.Sample is Selection

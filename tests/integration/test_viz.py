@@ -197,12 +197,12 @@ def test_extra_token_score_rows_order_and_replacement():
     result = make_result()
     n = len(result.tokens)
     rollout = TokenScores.from_values("rollout", torch.linspace(0, 1, n), "rollout, last layer, [CLS] row")
-    flow = TokenScores("flow", tuple(float(i) for i in range(n)), "flow <b>max-flow</b>")
+    flow = TokenScores.from_values("flow", tuple(float(i) for i in range(n)), "flow <b>max-flow</b>")
     page = render_report(result, token_scores={"rollout": rollout, "flow": flow})
     order = re.findall(r'<div class="score-row" data-method="([^"]+)">', page)
     assert order == ["attribution", "rollout", "flow", "raw attention"]
     assert "flow &lt;b&gt;max-flow&lt;/b&gt;" in page
-    replaced = TokenScores("attribution", (0.0,) * n, "my own reduction")
+    replaced = TokenScores.from_values("attribution", (0.0,) * n, "my own reduction")
     page = render_report(result, token_scores={"attribution": replaced})
     assert re.findall(r'data-method="([^"]+)"', page) == ["attribution", "raw attention"]
     assert "my own reduction" in page
@@ -211,17 +211,20 @@ def test_extra_token_score_rows_order_and_replacement():
 def test_token_scores_validation():
     result = make_result()
     with pytest.raises(InvalidInputError, match="3 values but the input has 7 tokens"):
-        render_report(result, token_scores={"x": TokenScores("x", (1.0, 2.0, 3.0), "r")})
+        render_report(result, token_scores={"x": TokenScores.from_values("x", (1.0, 2.0, 3.0), "r")})
     with pytest.raises(InvalidInputError, match="must be a TokenScores"):
         render_report(result, token_scores={"x": [1.0] * 7})  # type: ignore[dict-item]
     with pytest.raises(InvalidInputError, match="must be numbers"):
-        TokenScores("x", ("a", "b"), "r")  # type: ignore[arg-type]
+        TokenScores.from_values("x", ("a", "b"), "r")
+    with pytest.warns(DeprecationWarning, match="from_values"):
+        old_style = TokenScores("x", (1.0, 2.0), "r")  # type: ignore[arg-type]
+    assert old_style.values == (1.0, 2.0) and old_style.reduction == "r"
     assert TokenScores.from_values("x", np.arange(3.0), "r").values == (0.0, 1.0, 2.0)
 
 
 def test_highlight_colour_follows_sign_and_magnitude():
     result = make_result(tokens=("[CLS]", "up", "down", "half", "[SEP]"))
-    scores = TokenScores("s", (100.0, 2.0, -2.0, 1.0, 0.0), "r")
+    scores = TokenScores.from_values("s", (100.0, 2.0, -2.0, 1.0, 0.0), "r")
     page = render_report(result, token_scores={"s": scores})
     row = re.search(r'data-method="s">.*?<p class="tokens">(.*?)</p>', page, re.S).group(1)
     colours = {text: colour for colour, text in re.findall(r'style="background:([^"]+)"[^>]*>([^<]*)</span>', row)}
@@ -408,7 +411,7 @@ def make_recorded(tokens: tuple[str, ...] = HOSTILE) -> RecordedAttention:
 def test_recorded_attention_page(tmp_path):
     recorded = make_recorded()
     n = len(recorded.tokens)
-    rollout = TokenScores("rollout", tuple(float(i) for i in range(n)), "rollout, last layer")
+    rollout = TokenScores.from_values("rollout", tuple(float(i) for i in range(n)), "rollout, last layer")
     page = render_attention(recorded, token_scores={"rollout": rollout})
     assert XSS not in page and html.escape(XSS) in page and "&lt;neg&gt; (2)" in page
     tags = Tags()

@@ -1,27 +1,46 @@
-"""One input, every view: attribution, attribution tree, and token scores of rollout, flow and raw attention.
+"""One input, every view: the registered methods' token scores, the attribution and its tree, ready to render.
 
-:func:`explain` is what ``attrflow explain`` and ``attrflow demo`` run. Each token-score row says how it was
-reduced to one value per token, because "the attention to token j" means nothing without naming the layer, the
-output position and the head fusion.
+:func:`explain` is what ``attrflow explain``, ``attrflow demo``, the report and the explorer run. It iterates the
+method registry (:func:`attrflow.list_methods`) and names no method itself: each chosen method computes from one
+shared :class:`~attrflow.methods.context.ExplainContext`, so the attention is recorded once and the attribution
+runs once however many methods read them. Each token-score row says how it was obtained, because "the attention to
+token j" means nothing without naming the layer, the output position and the head fusion.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
 
 from attrflow.errors import InvalidInputError
-from attrflow.methods import DEFAULT_RULE, DEFAULT_STEPS, Rule, attribute, record_attention
+from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
+from attrflow.methods.context import ExplainContext
+from attrflow.methods.quadrature import Rule
+from attrflow.methods.registry import Method, get_method, method_names
 from attrflow.models import Model
-from attrflow.results import AttentionAttribution, RecordedAttention
+from attrflow.results import AttentionAttribution, RecordedAttention, TokenScores
+from attrflow.storage import atomic_write_json
+from attrflow.validation import check_finite
 
-Method = Literal["attattr", "rollout", "flow", "attention"]
-METHODS: tuple[str, ...] = get_args(Method)
+if TYPE_CHECKING:
+    from torch import nn
 
-__all__ = ["METHODS", "Explanation", "Method", "explain"]
+    from attrflow.analysis.tree import AttributionTree
+
+__all__ = ["Explanation", "default_methods", "explain"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The methods :func:`explain` runs when none are named (those registered with ``in_explain``)."""
+    return tuple(name for name in method_names() if get_method(name).in_explain)
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,87 +48,187 @@ class Explanation:
     """Everything :func:`explain` computed for one input.
 
     Attributes:
-        result: the attribution (or, without ``"attattr"``, the recorded attention).
-        tree: the attribution tree (None without ``"attattr"``).
-        token_scores: extra token-score rows for the report (rollout, flow), by method name.
-        methods: the methods asked for.
+        result: the attribution (when ``attattr`` ran) or the recorded attention.
+        scores: each method's :class:`~attrflow.TokenScores`, by method name, in the order asked.
+        tree: the attribution tree (None without ``attattr``).
+        methods: the methods run.
+        skipped: methods left out because they cannot explain this model, with the reason.
     """
 
     result: AttentionAttribution | RecordedAttention
-    tree: Any = None
-    token_scores: dict[str, Any] = field(default_factory=dict)
-    methods: tuple[str, ...] = METHODS
+    scores: dict[str, TokenScores] = field(default_factory=dict)
+    tree: AttributionTree | None = None
+    methods: tuple[str, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def token_scores(self) -> dict[str, TokenScores]:
+        """Alias of :attr:`scores` (its name before the method registry)."""
+        return self.scores
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The input's tokens."""
+        return self.result.tokens
 
     def to_html(self, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
         """The self-contained HTML report (written to ``path`` when given)."""
         if isinstance(self.result, AttentionAttribution):
-            return self.result.to_html(path, token_scores=self.token_scores, tree=self.tree, title=title)
-        return self.result.to_html(path, token_scores=self.token_scores, title=title)
+            return self.result.to_html(path, token_scores=self.scores, tree=self.tree, title=title, defaults=False)
+        return self.result.to_html(path, token_scores=self.scores, title=title, defaults=not self.scores)
 
     def _repr_html_(self) -> str:
-        from attrflow.viz import report_iframe
+        from attrflow.viz.page import iframe
 
-        return report_iframe(self.to_html())
+        return iframe(self.to_html())
 
     def write(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
         """Write the report to ``path`` and return it."""
         self.to_html(path, title=title)
         return Path(path)
 
+    def to_frame(self) -> Any:
+        """One row per token, one column per method (its overall scores)."""
+        import pandas as pd
 
-def _validate_methods(methods: Sequence[str]) -> tuple[str, ...]:
-    chosen = tuple(dict.fromkeys(methods))
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise InvalidInputError(f"methods must be a non-empty selection of {', '.join(METHODS)}; got {list(methods)}")
-    return chosen
+        frame = pd.DataFrame({"token": list(self.tokens)})
+        for name, scores in self.scores.items():
+            frame[name] = scores.overall.double().numpy()
+        return frame
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data: tokens, prediction, every method's scores (and per-layer rows and matrices)."""
+        result = self.result
+        predicted = result.predicted
+        label = result.target_label if isinstance(result, AttentionAttribution) else result.predicted_label
+        out: dict[str, Any] = {
+            "tokens": list(result.tokens),
+            "special_mask": list(result.special_mask),
+            "output_position": result.output_position,
+            "predicted": predicted,
+            "probability": float(result.probability),
+            "methods": {},
+            "skipped": dict(self.skipped),
+        }
+        if isinstance(result, AttentionAttribution):
+            out["target"] = result.target
+            out["target_label"] = label
+            out["completeness_gap"] = [float(g) for g in result.completeness_gap.tolist()]
+        else:
+            out["predicted_label"] = label
+        for name, scores in self.scores.items():
+            entry: dict[str, Any] = {
+                "description": scores.description,
+                "overall": [float(v) for v in scores.overall.double().tolist()],
+                "scores": scores.scores.double().tolist(),
+                "layers": list(scores.layers),
+                "summary": scores.summary,
+                "position": scores.position,
+                "completeness_gap": scores.completeness_gap,
+                "diagnostics": dict(scores.diagnostics),
+                "settings": dict(scores.settings),
+            }
+            if scores.matrices is not None:
+                entry["matrices"] = scores.matrices.double().tolist()
+            out["methods"][name] = entry
+        if self.tree is not None:
+            out["tree"] = self.tree.to_dict()
+        return out
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as a JSON file (atomically)."""
+        return atomic_write_json(path, self.to_dict(), indent=None)
+
+
+def _chosen(methods: Sequence[str | Method] | str | None) -> tuple[list[Method], bool]:
+    """The methods to run and whether the caller named them."""
+    if methods is None:
+        return [get_method(name) for name in default_methods()], False
+    items = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    chosen: list[Method] = []
+    for item in items:
+        if item == "":
+            continue
+        method = get_method(item)
+        if method not in chosen:
+            chosen.append(method)
+    if not chosen:
+        raise InvalidInputError(f"methods is empty; choose from {', '.join(method_names())}")
+    return chosen, True
 
 
 def explain(
-    model: Model,
+    model: Model | nn.Module,
     inputs: Any,
     *,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str | Method] | str | None = None,
     target: int | None = None,
+    position: int | None = None,
     steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     tree_threshold: float = 0.4,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Explanation:
-    """Explain one input with every selected method, ready to render.
+    """Explain one input with every selected registered method, ready to render.
 
     Args:
-        model: an :class:`attrflow.Model`.
+        model: an :class:`attrflow.Model` (a transformers model is wrapped).
         inputs: a string, a ``(text, text_pair)`` tuple, or a dict of batch-1 tensors.
-        methods: any of ``"attattr"`` (self-attention attribution + tree), ``"rollout"``, ``"flow"``,
-            ``"attention"`` (raw attention of the last layer). Without ``"attattr"`` nothing is attributed (fast).
-        target: output to explain (default: the prediction); used by AttAttr.
-        steps, rule: AttAttr quadrature.
-        tree_threshold: τ of the attribution tree.
+        methods: registered method names (a list or a comma-separated string); default those marked for explain
+            (``attrflow.explain.default_methods()``: AttAttr, raw attention, rollout, flow). A named method that
+            cannot explain the model is an error; a default one is skipped (see :attr:`Explanation.skipped`).
+        target: output to explain (default: the prediction).
+        position: the output position attention-derived methods read (default: the model's explained position).
+        steps, rule: the quadrature of every method that integrates (AttAttr, integrated gradients).
+        tree_threshold: τ of the attribution tree (drawn when ``attattr`` runs).
+        options: per-method options, e.g. ``{"rollout": {"head_fusion": "max"}}``.
     """
-    from attrflow.analysis.tree import attribution_tree
-    from attrflow.flow.maxflow import attention_flow
-    from attrflow.flow.rollout import attention_rollout
-    from attrflow.viz import TokenScores
-
-    chosen = _validate_methods(methods)
-    result: AttentionAttribution | RecordedAttention
+    chosen, named = _chosen(methods)
+    threshold = check_finite("tree_threshold", tree_threshold)
+    per_method = {get_method(name).name: dict(values) for name, values in (options or {}).items()}
+    context = ExplainContext(model, inputs, target=target, position=position)
+    shared = {"steps": steps, "rule": rule}
+    scores: dict[str, TokenScores] = {}
+    skipped: dict[str, str] = {}
+    runs: list[tuple[Method, dict[str, Any]]] = []
+    for method in chosen:
+        reason = method.unsupported(context.model)
+        if reason:
+            if named:
+                method.check(context.model)
+            skipped[method.name] = reason
+            logger.info("explain: %s skipped (%s)", method.name, reason)
+            continue
+        method_options = {**method.select_options(shared), **per_method.get(method.name, {})}
+        method.check_options(method_options)
+        runs.append((method, method_options))
+    for method, method_options in runs:
+        method.prepare(context, **method_options)
+    for method, method_options in runs:
+        scores[method.name] = method.compute(context, **method_options)
+    attribution = context.last_attribution
     tree = None
-    if "attattr" in chosen:
-        result = attribute(model, inputs, target=target, steps=steps, rule=rule)
-        tree = attribution_tree(result, threshold=tree_threshold)
+    if attribution is not None:
+        from attrflow.analysis.tree import attribution_tree
+
+        tree = attribution_tree(attribution, threshold=threshold)
+        result: AttentionAttribution | RecordedAttention = attribution
     else:
-        result = record_attention(model, inputs)
-    position = result.output_position
-    where = "[CLS]" if position == 0 and not model.causal else f"position {position} ({result.tokens[position]})"
-    rows: dict[str, Any] = {}
-    if "rollout" in chosen:
-        rollout = attention_rollout(result.attentions)[-1, position]
-        rows["rollout"] = TokenScores.from_values(
-            "rollout", rollout, f"rollout through all layers, row of {where}, 0.5·A + 0.5·I, mean over heads"
-        )
-    if "flow" in chosen:
-        flow = attention_flow(result.attentions, layer=-1, positions=[position])[0]
-        rows["flow"] = TokenScores.from_values(
-            "flow", flow, f"max-flow from {where} at the last layer to each input token, normalised to sum 1"
-        )
-    return Explanation(result=result, tree=tree, token_scores=rows, methods=chosen)
+        result = _recorded(context)
+    return Explanation(result=result, scores=scores, tree=tree, methods=tuple(m.name for m in chosen), skipped=skipped)
+
+
+def _recorded(context: ExplainContext) -> RecordedAttention:
+    recording = context.recording
+    probabilities = recording.probabilities
+    predicted = int(torch.argmax(probabilities))
+    return RecordedAttention(
+        tokens=context.tokens,
+        attentions=recording.attentions,
+        predicted=predicted,
+        predicted_label=context.model.label_name(predicted),
+        probability=float(probabilities[predicted]),
+        special_mask=context.encoding.special_mask,
+        output_position=context.encoding.output_position,
+        input_ids=context.encoding.input_ids,
+    )

@@ -16,27 +16,11 @@ import numpy as np
 import torch
 
 from attrflow.errors import InvalidInputError
-from attrflow.models import Encoding, Model, Session
+from attrflow.models import Model
 
 Interactions = Mapping[int, Sequence[tuple[int, int]]]
 
 __all__ = ["InteractionEffect", "interaction_effect", "masked_probability"]
-
-
-def _edits(encoding: Encoding, interactions: Interactions, num_layers: int) -> dict[int, torch.Tensor]:
-    n_padded = int(next(iter(encoding.inputs.values())).shape[1]) if "input_ids" in encoding.inputs else encoding.length
-    positions = encoding.positions.tolist()
-    edits: dict[int, torch.Tensor] = {}
-    for layer, pairs in interactions.items():
-        if not -num_layers <= layer < num_layers:
-            raise InvalidInputError(f"layer {layer} is out of range for a model with {num_layers} layers")
-        mask = torch.ones(n_padded, n_padded)
-        for i, j in pairs:
-            if not (0 <= i < encoding.length and 0 <= j < encoding.length):
-                raise InvalidInputError(f"interaction ({i}, {j}) is outside the {encoding.length} tokens")
-            mask[positions[i], positions[j]] = 0.0
-        edits[layer % num_layers] = mask
-    return edits
 
 
 def masked_probability(model: Model, inputs: Any, interactions: Interactions, *, target: int) -> float:
@@ -49,9 +33,8 @@ def masked_probability(model: Model, inputs: Any, interactions: Interactions, *,
         target: the output whose probability is read.
     """
     encoding = model.prepare(inputs)
-    edits = {site: mask.to(model.device) for site, mask in _edits(encoding, interactions, model.num_layers).items()}
-    with torch.no_grad():
-        logits = model.run(encoding, Session(edits=edits))
+    with model.mask_interactions(interactions, encoding), torch.no_grad():
+        logits = model.run(encoding)
     return float(torch.softmax(logits.float(), dim=-1)[0, target])
 
 
@@ -112,17 +95,16 @@ def interaction_effect(
     if random_draws < 1:
         raise InvalidInputError(f"random_draws must be >= 1, got {random_draws}")
     encoding = model.prepare(inputs)
-    session = Session(record=True)
     with torch.no_grad():
-        probabilities = torch.softmax(model.run(encoding, session).float(), dim=-1)[0]
+        clean_pass = model.forward_pass(encoding)
+    probabilities = torch.softmax(clean_pass.logits.float(), dim=-1)
     target = int(probabilities.argmax()) if target is None else target
     clean = float(probabilities[target])
-    positions = encoding.positions.to(model.device)
     n = encoding.length
     counts = {layer % model.num_layers: len(set(pairs)) for layer, pairs in interactions.items() if pairs}
     top: dict[int, list[tuple[int, int]]] = {}
     for layer, k in counts.items():
-        mean = session.records[layer][0].mean(0).index_select(0, positions).index_select(1, positions)
+        mean = clean_pass.attentions[layer].mean(0)
         flat = torch.topk(mean.flatten(), k).indices.tolist()
         top[layer] = [divmod(int(f), n) for f in flat]
     rng = np.random.default_rng(seed)

@@ -7,11 +7,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrflow.cli._common import positive_int
 
-__all__ = ["ENGINES", "add_run_arguments", "run_options"]
+if TYPE_CHECKING:
+    import os
+
+    from attrflow.runner import RunOptions
+
+__all__ = ["ENGINES", "add_run_arguments", "run_options", "run_options_value"]
 
 # the values of attrflow.runner.Engine, spelled out so that building the parser does not import the runner
 ENGINES = ("local", "ray")
@@ -61,3 +66,18 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.examples_per_batch,
         "progress": not args.no_progress,
     }
+
+
+def run_options_value(args: argparse.Namespace, *, out_dir: str | os.PathLike[str] | None = None) -> RunOptions:
+    """What :func:`add_run_arguments` parsed, as one :class:`~attrflow.runner.RunOptions` (``out_dir``: default
+    ``--out``)."""
+    from attrflow.runner import RunOptions
+
+    return RunOptions(
+        out_dir=args.out if out_dir is None else out_dir,
+        engine=args.engine,
+        address=args.address,
+        num_workers=args.num_workers,
+        examples_per_batch=args.examples_per_batch,
+        progress=not args.no_progress,
+    )

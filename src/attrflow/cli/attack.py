@@ -1,24 +1,31 @@
 """``attrflow attack``: mine adversarial triggers from attribution patterns and measure what they do (paper §5).
 
-Writes ``DIR/attack.json``, ``DIR/patterns.parquet``, ``DIR/attack.html`` (and ``DIR/attack.png`` when matplotlib
-is installed); the mining run itself lives in ``DIR/mining`` and resumes when the command is run again.
+Writes ``DIR/attack.json``, ``DIR/attack.safetensors`` (the report, for :func:`attrflow.load_result`),
+``DIR/patterns.parquet``, ``DIR/attack.html`` (and ``DIR/attack.png`` when matplotlib is installed), each
+atomically; the mining run itself lives in ``DIR/mining`` and resumes when the command is run again.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attrflow.cli._common import add_model_option, positive_int, steps_value
-from attrflow.cli._run_options import add_run_arguments, run_options
+from attrflow.cli._run_options import add_run_arguments, run_options_value
+
+if TYPE_CHECKING:
+    from attrflow.validation import Selection
+
+# the values of attrflow.validation.Selection, spelled out so that building the parser imports little
+SELECTIONS = ("random", "first")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``attack`` subcommand."""
-    from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
-    from attrflow.methods.quadrature import RULES
-
     parser = subparsers.add_parser(
         "attack",
         help="mine adversarial triggers from attribution patterns and evaluate them against a random control",
@@ -34,21 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME_OR_PATH",
         help="a built-in dataset ('tweets-sentiment', 'agreement'), a labelled CSV/TSV/JSONL file or a directory",
     )
-    parser.add_argument("--mine-split", default="train", help="split to mine patterns on (default: train)")
-    parser.add_argument(
-        "--mine-examples",
-        type=positive_int,
-        default=500,
-        metavar="N",
-        help="mine N examples of the split (default: 500, as the paper)",
-    )
-    parser.add_argument(
-        "--mine-sample",
-        choices=("first", "random"),
-        default="first",
-        help="mine the first N examples (as the official scripts; default) or N drawn at random with --seed "
-        "(for datasets sorted by label, such as the built-in tweets)",
-    )
+    _add_mining_arguments(parser)
     parser.add_argument("--eval-split", default="test", help="split to attack (default: test)")
     parser.add_argument(
         "--eval-examples",
@@ -58,12 +51,53 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="attack N examples (default: all)",
     )
     parser.add_argument(
-        "--eval-sample",
-        choices=("first", "random"),
-        default="first",
-        help="with --eval-examples: the first N (default) or N drawn at random with --seed",
+        "--eval-selection",
+        choices=SELECTIONS,
+        default="random",
+        help="with --eval-examples: N drawn at random with --seed (default) or the first N",
+    )
+    parser.add_argument(
+        "--eval-sample", choices=SELECTIONS, default=None, help="deprecated: the old name of --eval-selection"
     )
     parser.add_argument("--top", type=positive_int, default=3, metavar="K", help="triggers to evaluate (default: 3)")
+    parser.add_argument(
+        "--control-seeds",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="random-token draws per trigger (default: 5)",
+    )
+    parser.add_argument("--no-control", action="store_true", help="skip the random-token control")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random control and of the random selections (default: 0)"
+    )
+    add_run_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_mining_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--mine-split --mine-examples --mine-selection --steps --rule --min-score --min-tokens``."""
+    from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
+    from attrflow.methods.quadrature import RULES
+
+    parser.add_argument("--mine-split", default="train", help="split to mine patterns on (default: train)")
+    parser.add_argument(
+        "--mine-examples",
+        type=positive_int,
+        default=500,
+        metavar="N",
+        help="mine N examples of the split (default: 500, as the paper)",
+    )
+    parser.add_argument(
+        "--mine-selection",
+        choices=SELECTIONS,
+        default="random",
+        help="mine N examples drawn at random with --seed (default; the built-in splits are sorted by label) or "
+        "the first N (as the official scripts)",
+    )
+    parser.add_argument(
+        "--mine-sample", choices=SELECTIONS, default=None, help="deprecated: the old name of --mine-selection"
+    )
     parser.add_argument(
         "--steps",
         type=steps_value,
@@ -87,45 +121,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="mine only examples of at least N tokens (the official SST-2 setting is 15; default: 0)",
     )
-    parser.add_argument(
-        "--control-seeds",
-        type=positive_int,
-        default=5,
-        metavar="N",
-        help="random-token draws per trigger (default: 5)",
-    )
-    parser.add_argument("--no-control", action="store_true", help="skip the random-token control")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random control and of --mine-sample random (default: 0)"
-    )
-    add_run_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow attack``."""
-    import attrflow
     from attrflow.analysis.triggers import attack, mine_patterns
     from attrflow.data import load_dataset  # type: ignore[attr-defined, unused-ignore]
     from attrflow.errors import MissingDependencyError
+    from attrflow.models import load_model
 
+    mine_selection = _selection(args.mine_selection, args.mine_sample, "--mine-sample", "--mine-selection")
+    eval_selection = _selection(args.eval_selection, args.eval_sample, "--eval-sample", "--eval-selection")
     out = Path(args.out)
-    model = attrflow.load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device)
     mine_data = load_dataset(args.data, split=args.mine_split)
     eval_data = load_dataset(args.data, split=args.eval_split)
-    options = run_options(args)
-    options["out_dir"] = out / "mining"
     patterns = mine_patterns(
         model,
         mine_data,
         examples=args.mine_examples,
-        sample=args.mine_sample,
+        selection=mine_selection,
         seed=args.seed,
         steps=args.steps,
         rule=args.rule,
         min_score=args.min_score,
         min_tokens=args.min_tokens,
-        **options,
+        run=run_options_value(args, out_dir=out / "mining"),
     )
     report = attack(
         model,
@@ -136,20 +157,25 @@ def run(args: argparse.Namespace) -> int:
         control_seeds=args.control_seeds,
         seed=args.seed,
         examples=args.eval_examples,
-        sample=args.eval_sample,
+        selection=eval_selection,
         progress=not args.no_progress,
     )
-    written = [patterns.to_parquet(out / "patterns.parquet"), report.save(out / "attack.json")]
     html_path = out / "attack.html"
-    html_path.write_text(report.to_html(), encoding="utf-8")
-    written.append(html_path)
+    report.to_html(html_path)
+    written = [
+        patterns.to_parquet(out / "patterns.parquet"),
+        report.to_json(out / "attack.json"),
+        report.save(out / "attack.safetensors"),
+        html_path,
+    ]
     try:
         figure = report.plot()
     except MissingDependencyError:
         print("(no figure: install attrflow[viz] for attack.png)")
     else:
-        figure.savefig(out / "attack.png", dpi=150)
-        written.append(out / "attack.png")
+        from attrflow.viz.plots import save_figure
+
+        written.append(save_figure(figure, out / "attack.png", dpi=150))
 
     print(f"model:    {model.name}; mined {len(patterns)} examples of {args.data}:{args.mine_split}")
     print(f"attacked: {report.settings['examples']} examples of {args.data}:{args.eval_split}")
@@ -174,3 +200,13 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _selection(value: Selection, deprecated: Selection | None, old_flag: str, new_flag: str) -> Selection:
+    """The selection, or the one the deprecated flag gave (with a warning)."""
+    if deprecated is None:
+        return value
+    message = f"{old_flag} is deprecated and goes in the next release; use {new_flag} (default: random)"
+    warnings.warn(message, DeprecationWarning, stacklevel=2)
+    print(f"attrflow: warning: {message}", file=sys.stderr)
+    return deprecated

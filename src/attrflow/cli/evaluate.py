@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import argparse
 
-from attrflow.cli._common import add_model_option, positive_int, steps_value
+from attrflow.cli._common import add_attribution_options, add_model_option, positive_int, steps_value
 from attrflow.cli._run_options import add_run_arguments, run_options
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """``--methods a,b c`` → ``[a, b, c]`` (commas and spaces both separate); None or ``all`` → None."""
+    if not values:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return None if names == ["all"] else names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` subcommand."""
-    from attrflow.analysis.faithfulness import DEFAULT_BINS, GRADIENT_METHODS, METHODS, REFERENCES
-    from attrflow.analysis.token_scores import REDUCTIONS
-    from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
-    from attrflow.methods.quadrature import RULES
+    from attrflow.analysis.faithfulness import DEFAULT_BINS, REFERENCES
+    from attrflow.validation import REDUCTIONS
 
     parser = subparsers.add_parser(
         "evaluate",
-        help="faithfulness of token scores on a dataset: Spearman per layer with blank-out/gradients, and AOPC",
+        help="faithfulness of every registered method on a dataset: Spearman per layer with blank-out/gradients, AOPC",
         description="The protocol of Abnar & Zuidema (ACL 2020): per example and layer, the Spearman correlation "
-        "of raw attention, rollout, flow and AttAttr token scores with blank-out and input-gradient scores "
-        "(mean±std over examples, the paper's Tables 1-3), plus ERASER's AOPC comprehensiveness and sufficiency for "
-        "every method. Writes DIR/faithfulness.json, CSV tables, PNG figures and DIR/faithfulness.html; the "
-        "per-example records go to the resumable run directory DIR/run (run the same command again to continue).",
+        "of every per-layer method (raw attention, rollout, flow, AttAttr, ...) with blank-out and input-gradient "
+        "scores (mean±std over examples, the paper's Tables 1-3), plus ERASER's AOPC comprehensiveness and "
+        "sufficiency for every method. Writes DIR/faithfulness.json, CSV tables, PNG figures and "
+        "DIR/faithfulness.html; the per-example records go to the resumable run directory DIR/run (run the same "
+        "command again to continue). `attrflow methods` lists the methods.",
     )
     add_model_option(parser)
     parser.add_argument(
@@ -32,22 +39,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="built-in dataset ('agreement', 'tweets-sentiment') or a labelled CSV/TSV/JSONL file or GLUE folder",
     )
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
-    parser.add_argument("--examples", type=positive_int, default=None, metavar="N", help="the first N examples")
+    parser.add_argument(
+        "--examples", type=positive_int, default=None, metavar="N", help="N examples drawn with --seed (default: all)"
+    )
+    parser.add_argument(
+        "--selection",
+        choices=("random", "first"),
+        default="random",
+        help="with --examples: a seeded random draw (default; the built-in splits are sorted by label) or the first N",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random selection (default: 0)")
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=METHODS,
-        default=list(METHODS),
-        metavar="METHOD",
-        help=f"methods to evaluate (default: all of {', '.join(METHODS)})",
+        default=None,
+        metavar="M[,M...]",
+        help="registered methods to evaluate, comma-separated (default: all that apply; `attrflow methods` lists them)",
     )
     parser.add_argument(
         "--references",
         nargs="+",
-        choices=GRADIENT_METHODS,
         default=list(REFERENCES),
-        metavar="REF",
-        help=f"ground truths of the Spearman tables (default: {' '.join(REFERENCES)})",
+        metavar="REF[,REF...]",
+        help=f"ground truths of the Spearman tables, single-vector methods (default: {','.join(REFERENCES)}; the "
+        "paper's summed 'gradient' is rounding noise for LayerNorm models)",
     )
     parser.add_argument(
         "--reduction",
@@ -58,9 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--target",
-        choices=("label", "predicted"),
+        choices=("label", "predicted", "gold"),
         default="label",
-        help="class whose probability is explained: the gold label (paper) or the prediction",
+        help="class whose probability is explained: the gold label (paper) or the prediction ('gold' = 'label')",
     )
     parser.add_argument(
         "--exclude-special",
@@ -93,14 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="AOPC fractions of tokens (default: 0.1 0.2 ... 1.0)",
     )
-    parser.add_argument(
-        "--steps",
-        type=steps_value,
-        default=DEFAULT_STEPS,
-        help=f"quadrature points of AttAttr and IG, or 'auto': refine until the completeness gap is below 1e-3 "
-        f"(default: {DEFAULT_STEPS})",
-    )
-    parser.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help="quadrature rule of AttAttr and IG")
+    add_attribution_options(parser)
     parser.add_argument(
         "--ig-steps",
         type=steps_value,
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from attrflow.analysis.faithfulness import faithfulness
     from attrflow.data import load_dataset
     from attrflow.errors import MissingDependencyError
+    from attrflow.runner import RunOptions
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -134,24 +143,37 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     options = run_options(args)
     options["out_dir"] = out / "run"
+    options["examples_per_batch"] = options.pop("batch_size")
+    method_options = {"integrated_gradients": {"steps": args.ig_steps}} if args.ig_steps is not None else None
+    shared = {"steps": args.steps, "rule": args.rule, "reduction": args.reduction, "replacement": args.replacement}
+    if args.batch_size is not None:
+        shared["batch_size"] = args.batch_size
+    methods = _names(args.methods)
+    references = _names(args.references) or ["blankout", "gradient_l2"]
+    from attrflow.methods.registry import get_method
+
+    chosen = [get_method(m) for m in (methods or [])] or None
+    if chosen is not None:
+        # keep only the shared options some chosen method (or reference) has: --reduction is the attention methods'
+        accepted = {k for m in chosen + [get_method(r) for r in references] for k in m.options()}
+        shared = {k: v for k, v in shared.items() if k in accepted}
     report = faithfulness(
         args.model,
         dataset,
-        methods=args.methods,
-        references=args.references,
+        methods=methods,
+        references=references,
         examples=args.examples,
-        reduction=args.reduction,
+        selection=args.selection,
+        seed=args.seed,
         target=args.target,
         bins=args.bins,
         removal=args.removal,
         exclude_special=args.exclude_special,
         nan_policy=args.nan_policy,
-        replacement=args.replacement,
-        steps=args.steps,
-        rule=args.rule,
-        ig_steps=args.ig_steps,
+        method_options=method_options,
+        run=RunOptions(**options),
         device=args.device,
-        **options,
+        **shared,
     )
     figures = not args.no_figures
     if figures:
@@ -160,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             print(MissingDependencyError("figures need matplotlib: pip install 'attrflow[viz]' (or --no-figures)"))
             figures = False
-    report.save(out, figures=figures)
+    report.export(out, figures=figures)
     print(report.summary())
     print(f"\nwrote {out / 'faithfulness.json'}, {out / 'faithfulness.html'} and the tables as CSV in {out}")
     return 0

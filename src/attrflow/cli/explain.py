@@ -26,11 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top", type=positive_int, default=10, help="how many interactions to list (default: 10)")
     parser.add_argument(
         "--methods",
-        default="attattr,rollout,flow,attention",
-        help="comma-separated views for the report: attattr, rollout, flow, attention (default: all)",
+        default=None,
+        metavar="M[,M...]",
+        help="registered methods to run, comma-separated (`attrflow methods` lists them; default: attattr, "
+        "attention, rollout, flow)",
     )
     parser.add_argument("--out", default=None, metavar="FILE.html", help="write the self-contained HTML report")
-    parser.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON")
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="write every method's scores (and the full attribution, when attattr ran) as JSON",
+    )
     parser.add_argument("--save", default=None, metavar="FILE", help="write the result as .safetensors (reloadable)")
     parser.set_defaults(func=run)
 
@@ -38,14 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow explain``."""
     import attrflow
-    from attrflow.analysis.explanation import explain
+    from attrflow.analysis.explanation import default_methods, explain
+    from attrflow.methods.registry import get_method
     from attrflow.results import AttentionAttribution
 
+    methods = [get_method(m).name for m in (args.methods or ",".join(default_methods())).split(",") if m.strip()]
+    if args.save and "attattr" not in methods:
+        raise attrflow.InvalidInputError("--save writes the attribution: include attattr in --methods")
     model = attrflow.load_model(args.model, device=args.device)
     inputs = args.text if args.pair is None else (args.text, args.pair)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if (args.json or args.save) and "attattr" not in methods:
-        raise attrflow.InvalidInputError("--json and --save write the attribution: include attattr in --methods")
     explanation = explain(model, inputs, methods=methods, target=args.target, steps=args.steps, rule=args.rule)
     result = explanation.result
     print(
@@ -71,13 +79,18 @@ def run(args: argparse.Namespace) -> int:
         print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     else:
         print(f"prediction: {result.predicted_label or result.predicted} (p = {result.probability:.4f})")
-    for name, scores in explanation.token_scores.items():
-        top = sorted(range(len(scores.values)), key=lambda i: -scores.values[i])[:5]
-        print(f"{name + ':':11s} " + ", ".join(f"{result.tokens[i]} {scores.values[i]:.3f}" for i in top))
+    width = max((len(name) for name in explanation.scores), default=9) + 2
+    for name, scores in explanation.scores.items():
+        print(f"{name + ':':{width}s} " + ", ".join(f"{token} {score:.3g}" for _, token, score in scores.top(5)))
     if args.out:
         print(f"\nreport:     {explanation.write(args.out)}")
-    if args.json and isinstance(result, AttentionAttribution):
-        print(f"wrote {result.to_json(args.json)}")
+    if args.json:
+        from attrflow.storage import atomic_write_json
+
+        data = explanation.to_dict()
+        if isinstance(result, AttentionAttribution):
+            data["attribution"] = result.to_dict()
+        print(f"wrote {atomic_write_json(args.json, data, indent=None)}")
     if args.save and isinstance(result, AttentionAttribution):
         print(f"wrote {result.save(args.save)}")
     return 0

@@ -121,6 +121,7 @@ class AgreementSentence:
         structure: the shape of the subject phrase (``"simple"``, ``"pp"``, ``"object-rc"``, ...).
         preamble: whether the sentence starts with a clause such as "the manager says that".
         verb: the main verb that would follow, in the right number (never part of the input).
+        noun_indices: positions of every head noun in ``words`` (the preamble's too), the subject's included.
     """
 
     words: tuple[str, ...]
@@ -131,6 +132,7 @@ class AgreementSentence:
     structure: str
     preamble: bool
     verb: str
+    noun_indices: tuple[int, ...] = ()
 
     @property
     def text(self) -> str:
@@ -259,6 +261,7 @@ def _sentence(rng: random.Random) -> AgreementSentence:
         structure=structure,
         preamble=preamble,
         verb=rng.choice(_MAIN_VERBS)[label],
+        noun_indices=tuple(pos for pos, _ in b.nouns),
     )
 
 

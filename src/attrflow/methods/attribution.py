@@ -25,7 +25,7 @@ from torch import nn
 
 from attrflow.errors import InvalidInputError
 from attrflow.methods.quadrature import RULES, Rule, quadrature
-from attrflow.models import Encoding, Model, Session, load_model
+from attrflow.models import BranchPass, Encoding, Model, load_model
 from attrflow.results import AttentionAttribution
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class AttentionAttributor:
         return AttentionAttribution(
             tokens=encoding.tokens,
             attributions=stacked,
-            attentions=torch.stack([_real(r[0], positions) for r in state.clean.records]).float().cpu(),
+            attentions=_real(state.clean, positions).float().cpu(),
             layers=chosen,
             target=state.target,
             target_label=model.label_name(state.target),
@@ -226,18 +226,19 @@ class AttentionAttributor:
                 )
             record = state.clean is None
             with torch.enable_grad():
-                logits, session = model.run_branches(
+                branched = model.run_branches(
                     state.encoding, branches, require_grad=True, clean_leaves=need_end and record, record=record
                 )
+                logits = branched.logits
                 # float32 at least; float64 models keep their precision
                 probabilities = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
                 if record:
-                    state.set_clean(session, probabilities[0].detach(), self._resolve_target)
+                    state.set_clean(branched, probabilities[0].detach(), self._resolve_target)
                 prob = probabilities[:, state.target]
-                wanted = [(layer, session.leaves[layer]) for layer in sorted(plan) if layer in session.leaves]
+                wanted = [(layer, branched.leaves[layer]) for layer in sorted(plan) if layer in branched.leaves]
                 if need_end and record:
                     wanted += [
-                        (-1 - layer, leaf) for layer, leaf in session.clean_row_leaves.items() if layer in points
+                        (-1 - layer, leaf) for layer, leaf in branched.clean_row_leaves.items() if layer in points
                     ]
                 grads = torch.autograd.grad(prob.sum(), [leaf for _, leaf in wanted]) if wanted else ()
             for (key, _), grad in zip(wanted, grads, strict=True):
@@ -250,8 +251,7 @@ class AttentionAttributor:
             for layer, chunk in plan.items():
                 row_alphas, _ = rows[layer]
                 if layer not in state.f0 and chunk[-1] == len(row_alphas) - 1:
-                    first_row, _, _ = session.branches[layer]
-                    state.f0[layer] = float(prob[first_row + len(chunk) - 1].detach())
+                    state.f0[layer] = float(prob[branched.row_starts[layer] + len(chunk) - 1].detach())
 
     def _resolve_target(self, target: int | None, predicted: int) -> int:
         if target is None:
@@ -269,15 +269,17 @@ class _IntegrationState:
     def __init__(self, encoding: Encoding, target: int | None) -> None:
         self.encoding = encoding
         self.requested_target = target
-        self.clean: Session | None = None
+        # [L, H, N, N] the clean probabilities of every layer (padding included), from the first pass
+        self.clean: torch.Tensor | None = None
         self.target = -1
         self.predicted = -1
         self.probability = float("nan")
         self.f0: dict[int, float] = {}
         self._gradients: dict[int, dict[float, torch.Tensor]] = {}
 
-    def set_clean(self, session: Session, probabilities: torch.Tensor, resolve: Any) -> None:
-        self.clean = session
+    def set_clean(self, branched: BranchPass, probabilities: torch.Tensor, resolve: Any) -> None:
+        assert branched.attentions is not None
+        self.clean = branched.attentions
         self.predicted = int(probabilities.argmax())
         self.target = resolve(self.requested_target, self.predicted)
         self.probability = float(probabilities[self.target])
@@ -297,7 +299,7 @@ class _IntegrationState:
 
     def attention(self, layer: int) -> torch.Tensor:
         assert self.clean is not None
-        return self.clean.records[layer][0].double()
+        return self.clean[layer].double()
 
 
 # the activations one pass may hold (estimated); results never depend on it
@@ -308,7 +310,7 @@ def _auto_batch_size(model: Model, encoding: Encoding) -> int:
     """Interpolation rows per pass that keep the pass's activations near ``_MEMORY_BUDGET`` (results don't change)."""
     config = model.model.config.get_text_config() if model.task != "image-classification" else model.model.config
     hidden = int(getattr(config, "hidden_size", 768))
-    n = int(next(iter(encoding.inputs.values())).shape[-1]) if "input_ids" in encoding.inputs else encoding.length
+    n = encoding.padded_length
     per_layer_row = 4 * (6 * model.num_heads * n * n + 16 * n * hidden)
     return max(1, int(_MEMORY_BUDGET // (per_layer_row * model.num_layers)))
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attrflow.models import Model, Session, load_model
+from attrflow.models import Model, load_model
 from attrflow.results import RecordedAttention
 
 
@@ -19,16 +19,13 @@ def record_attention(model: Model | nn.Module, inputs: Any, *, truncation: bool 
     :func:`attrflow.attention_flow`.
     """
     wrapped = model if isinstance(model, Model) else load_model(model)
-    encoding = wrapped.prepare(inputs, truncation=truncation)
-    session = Session(record=True)
-    with torch.no_grad():
-        probabilities = torch.softmax(wrapped.run(encoding, session).float(), dim=-1)[0]
-    positions = encoding.positions.to(wrapped.device)
-    attentions = torch.stack([r[0].index_select(-1, positions).index_select(-2, positions) for r in session.records])
+    recording = wrapped.record(inputs, truncation=truncation)
+    encoding = recording.encoding
+    probabilities = torch.softmax(recording.logits.float(), dim=-1)
     predicted = int(probabilities.argmax())
     return RecordedAttention(
         tokens=encoding.tokens,
-        attentions=attentions.float().cpu(),
+        attentions=recording.attentions,
         predicted=predicted,
         predicted_label=wrapped.label_name(predicted),
         probability=float(probabilities[predicted]),

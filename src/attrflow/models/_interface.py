@@ -2,8 +2,9 @@
 
 While attrflow works, a model is switched to the implementation named :data:`IMPL_NAME`. The function computes
 attention exactly as the SDPA/eager paths do (same masks, causal rule, grouped-query heads, scaling), but
-materialises the probabilities so that a :class:`Session` can record them, gate heads, or replace one site's
-probabilities by ``α·A`` with gradients taken on the very tensor that multiplies V.
+materialises the probabilities so that a :class:`Session` (private: the state of one pass, built only inside
+:class:`~attrflow.models.Model`) can record them, gate heads, mask interactions, or replace a site's probabilities
+by ``α·A`` with gradients taken on the very tensor that multiplies V.
 
 Attention *sites* are numbered by call order within one forward pass: DistilBERT, ALBERT and ViT modules carry
 no ``layer_idx`` and ALBERT reuses one module for every layer, so modules cannot identify layers.
@@ -37,9 +38,7 @@ class Session:
 
     Attributes:
         record: keep a detached copy of every site's probabilities in ``records``.
-        replace_site: the site whose probabilities are replaced by ``alphas[b] · A`` (row b of the batch).
-        alphas: ``[B]`` scale factors for the replaced site.
-        require_grad: make the replaced tensor a leaf that requires grad (stored in ``replaced``).
+        require_grad: make the branched rows' replaced tensors leaves that require grad (see ``branches``).
         gate: ``[num_sites, H]`` multipliers of each head's probabilities (1 keep, 0 prune).
         edits: per site, a ``[n, n]`` multiplier of the probabilities (all heads), e.g. to mask interactions.
         branches: per site, ``(first_row, alphas, grad_rows)``: rows ``first_row .. first_row + len(alphas) − 1``
@@ -52,8 +51,6 @@ class Session:
     """
 
     record: bool = False
-    replace_site: int | None = None
-    alphas: torch.Tensor | None = None
     require_grad: bool = False
     gate: torch.Tensor | None = None
     edits: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -65,7 +62,6 @@ class Session:
     modules: list[nn.Module] = field(default_factory=list)
     site_block_call: list[int] = field(default_factory=list)
     block_calls: int = 0
-    replaced: torch.Tensor | None = None
     leaves: dict[int, torch.Tensor] = field(default_factory=dict)
     clean_row_leaves: dict[int, torch.Tensor] = field(default_factory=dict)
 
@@ -76,7 +72,6 @@ class Session:
         self.modules = []
         self.site_block_call = []
         self.block_calls = 0
-        self.replaced = None
         self.leaves = {}
         self.clean_row_leaves = {}
 
@@ -91,14 +86,6 @@ class Session:
         edit = self.edits.get(site)
         if edit is not None:
             probs = probs * edit.to(probs.dtype)
-        if site == self.replace_site:
-            assert self.alphas is not None
-            base = probs.detach()
-            replaced = self.alphas.to(base.dtype).view(-1, 1, 1, 1) * base
-            if self.require_grad:
-                replaced = replaced.detach().requires_grad_(True)
-            self.replaced = replaced
-            probs = replaced
         if self.clean_leaves and self.require_grad:
             # not a detached leaf: the gradient must flow through the attention of the layers above this site
             # (they react to this layer). A leaf only where nothing below requires grad (frozen weights).

@@ -1,19 +1,17 @@
-"""The model wrapper: loading, encoding inputs, and running forward passes with attention interventions.
+"""The model wrapper: what attrflow knows about a model and the forward passes it runs with attention interventions.
 
-This module (with ``_interface``) is the only place that touches transformers internals. A wrapped model is
+With ``_interface`` (the attention function), ``_probe`` (what the model is), ``_replay`` (hooks), ``_encoding``
+(inputs) and ``_loading``, this package is the only place that touches transformers internals. A wrapped model is
 switched to attrflow's attention implementation only inside :meth:`Model.engaged`, which restores the original
-implementation, the training flag and every hook on exit, also after an exception.
+implementation, every module's own training flag and every hook on exit, also after an exception.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -21,20 +19,12 @@ import torch
 from torch import nn
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
+from attrflow.models import _encoding
+from attrflow.models._encoding import Encoding, TokenizedText
 from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered, site_modules
-
-logger = logging.getLogger(__name__)
-
-Task = Literal["sequence-classification", "causal-lm", "image-classification"]
-TASKS: tuple[Task, ...] = ("sequence-classification", "causal-lm", "image-classification")
-
-_TASK_SUFFIXES: tuple[tuple[str, Task], ...] = (
-    ("ForSequenceClassification", "sequence-classification"),
-    ("ForCausalLM", "causal-lm"),
-    ("LMHeadModel", "causal-lm"),
-    ("ForImageClassification", "image-classification"),
-    ("ForImageClassificationWithTeacher", "image-classification"),
-)
+from attrflow.models._passes import BranchPass, ForwardPass, Recording
+from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
+from attrflow.models._replay import embeddings_into, eval_mode, run_rows
 
 InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
 
@@ -42,135 +32,6 @@ InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
 _GATE: ContextVar[torch.Tensor | None] = ContextVar("attrflow_gate", default=None)
 # the interaction masks set by the innermost Model.mask_interactions (None outside)
 _EDITS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("attrflow_edits", default=None)
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """One input, ready for the model.
-
-    Attributes:
-        inputs: model keyword arguments, batch size 1 (``input_ids``, ``attention_mask``, ... or ``pixel_values``).
-        tokens: the names of the n real positions (tokens, or patches for images).
-        positions: ``[n]`` indices of the real positions inside the padded sequence.
-        special_mask: True for special tokens.
-        input_ids: the n token ids (empty for images).
-        segment_ids: segment of each real token, if the model has token types.
-        output_position: index (among the n real positions) whose output the model's prediction reads.
-        truncated: whether the text was cut to the model's maximum length.
-    """
-
-    inputs: Mapping[str, torch.Tensor]
-    tokens: tuple[str, ...]
-    positions: torch.Tensor
-    special_mask: tuple[bool, ...]
-    input_ids: tuple[int, ...] = ()
-    segment_ids: tuple[int, ...] | None = None
-    output_position: int = 0
-    truncated: bool = False
-
-    @property
-    def length(self) -> int:
-        """Number of real positions n."""
-        return len(self.tokens)
-
-
-@dataclass(frozen=True, eq=False)
-class Recording:
-    """One clean forward pass of one input, with every layer's attention probabilities.
-
-    Attributes:
-        encoding: the input.
-        logits: ``[C]`` the model's output at the explained position (class logits, or next-token logits).
-        attentions: float32 ``[L, H, n, n]`` over the n real positions (row = query, column = key), on the CPU.
-    """
-
-    encoding: Encoding
-    logits: torch.Tensor
-    attentions: torch.Tensor
-
-    @property
-    def probabilities(self) -> torch.Tensor:
-        """``[C]`` softmax of the logits (float64)."""
-        return torch.softmax(self.logits.double(), dim=-1)
-
-    @property
-    def predicted(self) -> int:
-        """The predicted class (or next-token id)."""
-        return int(self.logits.argmax())
-
-
-SPECIAL_SEGMENT = -1
-"""The segment of a special token ([CLS], [SEP], ...) in :attr:`TokenizedText.segments`."""
-
-
-@dataclass(frozen=True)
-class TokenizedText:
-    """A text (or text pair) tokenised exactly as the model's own encoding does, as plain lists of ints.
-
-    Attributes:
-        input_ids: the token ids, special tokens included.
-        token_type_ids: the token types, when the tokenizer produces them.
-        segments: per position 0 (first text), 1 (second text) or -1 (:data:`SPECIAL_SEGMENT`) for special tokens.
-    """
-
-    input_ids: tuple[int, ...]
-    token_type_ids: tuple[int, ...] | None
-    segments: tuple[int, ...]
-
-    def features(self) -> dict[str, list[int]]:
-        """A tokenised item for :meth:`Model.predict_batch` / ``Model.prepare``."""
-        out = {"input_ids": list(self.input_ids), "attention_mask": [1] * len(self.input_ids)}
-        if self.token_type_ids is not None:
-            out["token_type_ids"] = list(self.token_type_ids)
-        return out
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Batch-1 tensors for :meth:`Model.prepare`."""
-        return {key: torch.tensor([value], dtype=torch.long) for key, value in self.features().items()}
-
-
-def _segments(tokenizer: Any, encoded: Any, ids: Sequence[int], has_pair: bool) -> tuple[int, ...]:
-    """The segment (0, 1, or -1 for special tokens) of every position of a tokenised input."""
-    try:
-        sequence_ids = encoded.sequence_ids(0)
-    except (ValueError, AttributeError, TypeError):
-        sequence_ids = None
-    if sequence_ids is not None and len(sequence_ids) == len(ids):
-        return tuple(SPECIAL_SEGMENT if s is None else int(s) for s in sequence_ids)
-    # slow tokenizers: the non-special tokens form one run per segment, separated by special tokens
-    special = tokenizer.get_special_tokens_mask(list(ids), already_has_special_tokens=True)
-    segments, segment, previous_special = [], -1, True
-    for is_special in special:
-        if is_special:
-            segments.append(SPECIAL_SEGMENT)
-        else:
-            if previous_special:
-                segment += 1
-            segments.append(min(segment, 1 if has_pair else 0))
-        previous_special = bool(is_special)
-    return tuple(segments)
-
-
-@dataclass
-class _Probe:
-    """What one probing forward pass revealed about the model's attention."""
-
-    num_sites: int
-    num_heads: int
-    causal: bool
-    blocks: list[nn.Module] = field(default_factory=list)
-    site_block_call: list[int] = field(default_factory=list)
-    replay_ok: bool = False
-    site_names: tuple[str, ...] = ()
-    other_sites: tuple[str, ...] = ()
-
-
-def _task_of(model: nn.Module) -> Task | None:
-    name = type(model).__name__
-    for suffix, task in _TASK_SUFFIXES:
-        if name.endswith(suffix):
-            return task
-    return None
 
 
 class Model:
@@ -184,7 +45,7 @@ class Model:
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
             raise InvalidInputError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
         config = model.config
-        resolved = task or _task_of(model)
+        resolved = task or task_of(type(model).__name__)
         if resolved is None:
             raise UnsupportedModelError(
                 f"{type(model).__name__} has no head attrflow can explain; load it with a head, e.g. "
@@ -198,12 +59,11 @@ class Model:
         self.task: Task = resolved
         self.name = name or getattr(config, "_name_or_path", "") or type(model).__name__
         self._depth = 0
-        self._saved: tuple[Any, bool] | None = None
-        self._encoder = _encoder_of(model, resolved)
+        self._encoder = encoder_of(model, resolved)
         # attention modules whose calls are sites; None = every call (set by the probe for encoder-decoders)
         self._site_modules: frozenset[int] | None = None
         ensure_registered()
-        self._probe = self._run_probe()
+        self._probe: Probe = probe_model(self)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -270,27 +130,33 @@ class Model:
     # ------------------------------------------------------------------ engagement
     @contextlib.contextmanager
     def engaged(self) -> Iterator[None]:
-        """Route the model's attention through attrflow and switch to eval mode; restore both on exit."""
-        if self._depth == 0:
-            config = self.model.config
-            original = config._attn_implementation
-            was_training = self.model.training
-            if original != IMPL_NAME:
-                self._set_impl(IMPL_NAME)
-            self._saved = (original, was_training)
-            self.model.eval()
-        self._depth += 1
+        """Route the model's attention through attrflow and switch every module to eval mode.
+
+        On exit (also after an exception) the attention implementation and each module's own ``training`` flag
+        are put back. Nested calls engage once.
+        """
+        with contextlib.ExitStack() as stack:
+            if self._depth == 0:
+                stack.enter_context(eval_mode(self.model))
+                stack.enter_context(self._attention_routed())
+            self._depth += 1
+            try:
+                with site_modules(self._site_modules):
+                    yield
+            finally:
+                self._depth -= 1
+
+    @contextlib.contextmanager
+    def _attention_routed(self) -> Iterator[None]:
+        original = self.model.config._attn_implementation
+        if original == IMPL_NAME:
+            yield
+            return
+        self._set_impl(IMPL_NAME)
         try:
-            with site_modules(self._site_modules):
-                yield
+            yield
         finally:
-            self._depth -= 1
-            if self._depth == 0 and self._saved is not None:
-                original, was_training = self._saved
-                self._saved = None
-                if original != IMPL_NAME:
-                    self._set_impl(original)
-                self.model.train(was_training)
+            self._set_impl(original)
 
     def _set_impl(self, name: str) -> None:
         try:
@@ -302,106 +168,15 @@ class Model:
                 f"{type(self.model).__name__}: cannot route attention through attrflow ({exc})"
             ) from exc
 
-    # ------------------------------------------------------------------ probing
-    def _dummy_inputs(self) -> dict[str, torch.Tensor]:
-        config = self.model.config
-        if self.task == "image-classification":
-            size = getattr(config, "image_size", 224)
-            size = size if isinstance(size, int) else size[0]
-            channels = getattr(config, "num_channels", 3)
-            generator = torch.Generator().manual_seed(0)
-            return {"pixel_values": torch.randn(1, channels, size, size, generator=generator)}
-        vocab = int(config.get_text_config().vocab_size)
-        ids = torch.arange(5, 5 + 6) % vocab
-        eos = getattr(config, "eos_token_id", None)
-        if self.is_encoder_decoder and isinstance(eos, int):
-            ids[-1] = eos  # BART/T5 classification heads read the hidden state at the end-of-sequence token
-        return {"input_ids": ids.view(1, -1), "attention_mask": torch.ones(1, ids.numel(), dtype=torch.long)}
-
-    def _run_probe(self) -> _Probe:
-        """Check that attention routes through attrflow and gives the model's own outputs; find the blocks."""
-        dummy = {k: v.to(self.device) for k, v in self._dummy_inputs().items()}
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                reference = self._logits(self.model(**dummy))
-        except Exception as exc:  # any failure of the model's own code on a plain input: say which, keep the cause
-            raise UnsupportedModelError(
-                f"{type(self.model).__name__} fails on a plain {', '.join(dummy)} input before attrflow changes "
-                f"anything ({type(exc).__name__}: {exc}); check the model's config"
-            ) from exc
-        finally:
-            self.model.train(was_training)
-        session = Session(record=True)
-        blocks = _candidate_blocks(self.model)
-        with self.engaged(), torch.no_grad(), _counting_hooks(blocks, session), active_session(session):
-            session.reset()
-            ours = self._logits(self.model(**dummy))
-        arch = type(self.model).__name__
-        names = _site_names(self.model, session.modules)
-        selected = list(range(session.count))
-        if self._encoder is not None:
-            inside = {id(module) for module in self._encoder.modules()}
-            selected = [i for i, module in enumerate(session.modules) if id(module) in inside]
-            if session.count and not selected:
-                raise UnsupportedModelError(
-                    f"{arch}: none of its attention calls is inside the encoder ({type(self._encoder).__name__}); "
-                    "attrflow explains the encoder self-attention of encoder-decoder models"
-                )
-        if session.count == 0:
-            raise UnsupportedModelError(
-                f"{arch} computes attention inline and bypasses transformers' AttentionInterface, so attrflow "
-                "cannot read or replace its attention probabilities. Supported: BERT, RoBERTa, DistilBERT, ALBERT, "
-                "ELECTRA, GPT-2, Llama-family, ViT and other models that use AttentionInterface."
-            )
-        if not torch.allclose(ours, reference, rtol=1e-4, atol=1e-4):
-            diff = float((ours - reference).abs().max())
-            raise UnsupportedModelError(
-                f"{arch}: outputs through attrflow's attention differ from the model's own by {diff:.2e}; "
-                "its attention does something attrflow does not reproduce, so results would be wrong"
-            )
-        records = [session.records[i] for i in selected]
-        heads = {int(r.shape[1]) for r in records}
-        if len(heads) != 1:
-            raise UnsupportedModelError(f"{arch}: layers have different head counts {sorted(heads)}")
-        causal = all(bool((r.triu(diagonal=1) == 0).all()) for r in records) and records[0].shape[-1] > 1
-        probe = _Probe(num_sites=len(selected), num_heads=heads.pop(), causal=causal)
-        probe.blocks = blocks
-        probe.site_block_call = [session.site_block_call[i] for i in selected]
-        probe.site_names = tuple(names[i] for i in selected)
-        chosen = set(selected)
-        probe.other_sites = tuple(name for i, name in enumerate(names) if i not in chosen)
-        if self._encoder is not None:
-            self._site_modules = frozenset(id(session.modules[i]) for i in selected)
-        probe.replay_ok = self._check_replay(probe, dummy, ours)
-        logger.debug(
-            "probed %s: %d sites, %d heads, replay=%s", arch, probe.num_sites, probe.num_heads, probe.replay_ok
-        )
-        return probe
-
-    def _check_replay(self, probe: _Probe, dummy: Mapping[str, torch.Tensor], clean: torch.Tensor) -> bool:
-        """Whether branching rows off at a block (reusing the layers below) gives the model's outputs."""
-        if not probe.blocks or any(call < 0 for call in probe.site_block_call):
-            return False
-        if len(set(probe.site_block_call)) != probe.num_sites:
-            return False  # several sites in one block: rows could not branch at the site's own block
-        site = probe.num_sites - 1
-        try:
-            ones = torch.ones(2, device=self.device)
-            with self.engaged(), torch.no_grad():
-                out, _ = self._branched(dummy, {site: ones}, probe=probe, replay=True)
-        except (RuntimeError, ValueError, IndexError) as exc:
-            logger.debug("layer replay unavailable: %s", exc)
-            return False
-        return bool(out.shape[0] == 3 and torch.allclose(out, clean.expand_as(out), rtol=1e-5, atol=1e-6))
-
-    # ------------------------------------------------------------------ running
+    # ------------------------------------------------------------------ running (internal)
     def _logits(self, output: Any, position: int | None = None) -> torch.Tensor:
         logits = output.logits if hasattr(output, "logits") else output[0]
         if self.task == "causal-lm":
             logits = logits[:, -1 if position is None else position]
         return cast(torch.Tensor, logits)
+
+    def _position(self, encoding: Encoding) -> int | None:
+        return int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
 
     def _forward(
         self,
@@ -436,7 +211,7 @@ class Model:
         clean_leaves: bool = False,
         record: bool = False,
         position: int | None = None,
-        probe: _Probe | None = None,
+        probe: Probe | None = None,
         replay: bool | None = None,
     ) -> tuple[torch.Tensor, Session]:
         """One forward pass: row 0 clean, then per site (ascending) one row per alpha with that site replaced.
@@ -456,42 +231,88 @@ class Model:
             plan[probe.site_block_call[site]] = int(alphas.shape[0])
             total += int(alphas.shape[0])
         session.reset()
-        if replay and self._encoder is not None and total > 1:
-            # the decoder and the head need every row (they read the branched encoder states and input_ids), the
-            # encoder only row 0 below the branch points: it gets row 0 and grows rows at the branching blocks
-            expanded = {k: v.expand(total, *v.shape[1:]) for k, v in inputs.items()}
-            with (
-                _first_row_into(self._encoder, total),
-                _branching_hooks(probe.blocks, session, plan),
-                active_session(session),
-            ):
-                out = self.model(**expanded)
-        elif replay:
-            with _branching_hooks(probe.blocks, session, plan), active_session(session):
-                out = self.model(**inputs)
-        else:
-            expanded = {k: v.expand(total, *v.shape[1:]) for k, v in inputs.items()}
-            with active_session(session):
-                out = self.model(**expanded)
+        blocks = probe.blocks if replay else None
+        out = run_rows(self.model, inputs, session, total, blocks=blocks, plan=plan, encoder=self._encoder)
         logits = self._logits(out, position)
         if logits.shape[0] != total:
             raise RuntimeError(f"expected {total} output rows, got {logits.shape[0]}")
         return logits, session
 
-    def _position(self, encoding: Encoding) -> int | None:
-        return int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
+    def _real_attentions(self, records: Sequence[torch.Tensor], encoding: Encoding) -> torch.Tensor:
+        """``[L, H, n, n]``: row 0 of each recorded ``[B, H, N, N]`` restricted to the real positions."""
+        positions = encoding.positions.to(self.device)
+        return torch.stack([r[0].index_select(-1, positions).index_select(-2, positions) for r in records])
 
-    def run(
-        self,
-        encoding: Encoding,
-        session: Session | None = None,
-        *,
-        batch: int = 1,
-    ) -> torch.Tensor:
-        """Logits ``[batch, C]`` at the explained position of ``encoding`` under ``session`` (grad as the caller set)."""
-        session = session or Session()
+    def _checked_gate(self, gate: torch.Tensor) -> torch.Tensor:
+        """``gate`` on the model's device (differentiable), times the gate of any :meth:`gate_heads` in force."""
+        if not isinstance(gate, torch.Tensor) or gate.shape != (self.num_layers, self.num_heads):
+            shape = tuple(gate.shape) if isinstance(gate, torch.Tensor) else type(gate).__name__
+            raise InvalidInputError(f"gate must be a [{self.num_layers}, {self.num_heads}] tensor, got {shape}")
+        gate = gate.to(self.device)
+        outer = _GATE.get()
+        return gate if outer is None else outer * gate
+
+    # ------------------------------------------------------------------ running
+    def run(self, encoding: Encoding, session: Session | None = None, *, batch: int = 1) -> torch.Tensor:
+        """Logits ``[batch, C]`` at the explained position of ``encoding`` (gradients as the caller set them).
+
+        Heads gated by :meth:`gate_heads` and interactions masked by :meth:`mask_interactions` apply. For the
+        attention probabilities, or to differentiate by a head gate, use :meth:`forward_pass`.
+
+        Args:
+            encoding: the input.
+            session: deprecated; the pass's internal state. Use :meth:`forward_pass` instead.
+            batch: how many identical rows to run (the logits repeat).
+        """
+        if session is not None:
+            warnings.warn(
+                "Model.run(encoding, session) is deprecated: use Model.forward_pass(encoding, gate=...) for "
+                "recorded attention and head gates, Model.record(inputs) for a stored recording",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         with self.engaged():
-            return self._forward(encoding.inputs, session, batch=batch, position=self._position(encoding))
+            return self._forward(encoding.inputs, session or Session(), batch=batch, position=self._position(encoding))
+
+    def forward_pass(self, encoding: Encoding, *, gate: torch.Tensor | None = None) -> ForwardPass:
+        """One forward pass of ``encoding`` that keeps every layer's attention probabilities.
+
+        Gradients are as the caller set them: under ``torch.enable_grad()`` the logits are part of the graph, so
+        one backward differentiates by ``gate`` (Taylor head importance, Michel et al. 2019). Heads gated by
+        :meth:`gate_heads` and interactions masked by :meth:`mask_interactions` apply.
+
+        Args:
+            encoding: the input.
+            gate: ``[L, H]`` multipliers of each head's attention probabilities (1 keeps a head, 0 prunes it); may
+                require grad. It multiplies the gate of any :meth:`gate_heads` block in force.
+
+        Returns:
+            A :class:`ForwardPass`: logits ``[C]`` and attentions ``[L, H, n, n]`` over the real positions, on the
+            model's device and in its dtype.
+
+        Raises:
+            InvalidInputError: ``gate`` is not an ``[L, H]`` tensor.
+        """
+        session = Session(record=True, gate=None if gate is None else self._checked_gate(gate))
+        with self.engaged():
+            logits = self._forward(encoding.inputs, session, position=self._position(encoding))
+        return ForwardPass(logits=logits[0], attentions=self._real_attentions(session.records, encoding))
+
+    def record(self, inputs: InputLike, *, truncation: bool = True) -> Recording:
+        """One forward pass of one input that keeps every layer's attention probabilities (no gradients).
+
+        Works with SDPA/flash defaults: attrflow computes the probabilities itself and hands the model back with
+        its own attention implementation. Heads gated by :meth:`gate_heads` stay gated.
+
+        Returns:
+            A :class:`Recording`: the encoding, the logits ``[C]`` and the attentions ``[L, H, n, n]`` (real tokens).
+        """
+        encoding = self.prepare(inputs, truncation=truncation)
+        with torch.no_grad():
+            clean = self.forward_pass(encoding)
+        return Recording(
+            encoding=encoding, logits=clean.logits.detach().cpu(), attentions=clean.attentions.float().cpu()
+        )
 
     def input_embedding_module(self) -> nn.Module:
         """The module that turns token ids into word embeddings (the encoder's own, for encoder-decoders).
@@ -523,7 +344,7 @@ class Model:
                 inputs = {key: value for key, value in encoding.inputs.items() if key != "input_ids"}
                 inputs["inputs_embeds"] = embeddings
                 return self._forward(inputs, Session(), batch=batch, position=position)
-            with _embeddings_into(self._encoder, embeddings):
+            with embeddings_into(self._encoder, embeddings):
                 return self._forward(encoding.inputs, Session(), batch=batch, position=position)
 
     def run_branches(
@@ -534,7 +355,7 @@ class Model:
         require_grad: bool = False,
         clean_leaves: bool = False,
         record: bool = False,
-    ) -> tuple[torch.Tensor, Session]:
+    ) -> BranchPass:
         """One pass that evaluates many attention replacements at once (the work behind AttAttr).
 
         Args:
@@ -542,18 +363,19 @@ class Model:
             branches: ``{site: alphas [R]}`` or ``{site: (alphas, grad_rows)}``; for each site, R rows in which that
                 site's probabilities A are replaced by ``alpha · A`` (the other sites compute normally).
             require_grad: make the replaced tensors of the first ``grad_rows`` rows (default all) of each site a
-                grad-requiring leaf (``session.leaves[site]``, ``[grad_rows, H, N, N]``).
-            clean_leaves: with ``require_grad``, also make row 0's probabilities at every site a leaf
-                (``session.clean_row_leaves[site]``), giving ∂F/∂A at α = 1 for every layer in the same backward.
-            record: keep every site's probabilities in ``session.records`` (row 0 is the clean input).
+                grad-requiring leaf (:attr:`BranchPass.leaves`, ``[grad_rows, H, N, N]``).
+            clean_leaves: with ``require_grad``, also make row 0's probabilities at every site a tensor to
+                differentiate by (:attr:`BranchPass.clean_row_leaves`), giving ∂F/∂A at α = 1 for every layer in
+                the same backward.
+            record: keep every site's clean (row 0) probabilities in :attr:`BranchPass.attentions`.
 
         Returns:
-            ``(logits, session)``: logits ``[1 + Σ R, C]``, row 0 clean, then the rows of each site in ascending
-            site order. Where the model allows it, rows branch off at the site's block and the layers below are
-            computed once; results are the same either way.
+            A :class:`BranchPass`: logits ``[1 + Σ R, C]``, row 0 clean, then the rows of each site in ascending
+            site order (first rows in :attr:`BranchPass.row_starts`). Where the model allows it, rows branch off at
+            the site's block and the layers below are computed once; results are the same either way.
         """
         with self.engaged():
-            return self._branched(
+            logits, session = self._branched(
                 encoding.inputs,
                 branches,
                 require_grad=require_grad,
@@ -561,25 +383,18 @@ class Model:
                 record=record,
                 position=self._position(encoding),
             )
+        return BranchPass(
+            logits=logits,
+            row_starts={site: start for site, (start, _, _) in session.branches.items()},
+            leaves=dict(session.leaves),
+            clean_row_leaves=dict(session.clean_row_leaves),
+            attentions=torch.stack([r[0] for r in session.records]) if record else None,
+        )
 
     # ------------------------------------------------------------------ inputs
     def max_length(self) -> int | None:
         """Longest input in tokens the model accepts (None when unbounded or unknown)."""
-        limits = []
-        tokenizer_max = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(tokenizer_max, int) and tokenizer_max < 1_000_000:
-            limits.append(tokenizer_max)
-        config = self.model.config.get_text_config()
-        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        if isinstance(positions, int) and positions > 0:
-            # RoBERTa-style position ids start after the padding index
-            offset = (
-                (config.pad_token_id + 1)
-                if type(self.model).__name__.startswith(("Roberta", "XLMRoberta", "Camembert"))
-                else 0
-            )
-            limits.append(positions - offset)
-        return min(limits) if limits else None
+        return _encoding.max_length(self.model, self.tokenizer)
 
     def encode(self, text: str, text_pair: str | None = None, *, truncation: bool = True) -> Encoding:
         """Tokenise ``text`` (and ``text_pair``) into an :class:`Encoding` of batch size 1.
@@ -594,99 +409,27 @@ class Model:
         """
         if self.tokenizer is None:
             raise InvalidInputError("this model has no tokenizer: pass inputs as a dict of tensors, or give tokenizer=")
-        for label, value in (("text", text), ("text_pair", text_pair)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise InvalidInputError(f"{label} is empty or only whitespace; give a non-empty string")
-        limit = self.max_length()
-        full = self.tokenizer(text, text_pair, truncation=False)
-        length = len(full["input_ids"])
-        truncated = False
-        if limit is not None and length > limit:
-            if not truncation:
-                raise InvalidInputError(
-                    f"the input has {length} tokens but the model accepts at most {limit}; shorten it or allow "
-                    "truncation (truncation=True, the default)"
-                )
-            warnings.warn(f"input of {length} tokens truncated to the model's maximum of {limit}", stacklevel=2)
-            truncated = True
-        encoded = self.tokenizer(
-            text, text_pair, truncation=truncated, max_length=limit if truncated else None, return_tensors="pt"
+        _encoding.check_text(text, text_pair, message="{label} is empty or only whitespace; give a non-empty string")
+        tensors, truncated = _encoding.encode_text(
+            self.tokenizer, text, text_pair, limit=self.max_length(), truncation=truncation
         )
-        encoding = self.from_tensors(dict(encoded))
+        encoding = self.from_tensors(tensors)
         return Encoding(**{**encoding.__dict__, "truncated": truncated})
 
     def from_tensors(self, inputs: Mapping[str, Any]) -> Encoding:
         """Wrap a dict of batch-1 tensors (``input_ids``/``attention_mask``/... or ``pixel_values``)."""
-        tensors: dict[str, torch.Tensor] = {}
-        for key, value in inputs.items():
-            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-            if tensor.dim() == 1 and key != "pixel_values":
-                tensor = tensor.unsqueeze(0)
-            if tensor.shape[0] != 1:
-                raise InvalidInputError(
-                    f"{key} has batch size {tensor.shape[0]}; attrflow explains one input at a time"
-                )
-            tensors[key] = tensor.to(self.device)
+        tensors = _encoding.batch1_tensors(inputs, self.device)
         if "pixel_values" in tensors:
-            return self._image_encoding(tensors)
-        ids = tensors.get("input_ids")
-        if ids is None:
-            raise InvalidInputError("inputs need 'input_ids' (text models) or 'pixel_values' (image models)")
-        if ids.numel() == 0:
-            raise InvalidInputError("input_ids is empty")
-        vocab = int(self.model.config.get_text_config().vocab_size)
-        if int(ids.max()) >= vocab or int(ids.min()) < 0:
-            raise InvalidInputError(f"input_ids must lie in [0, {vocab}) for this model")
-        mask = tensors.get("attention_mask")
-        if mask is None:
-            mask = torch.ones_like(ids)
-            tensors["attention_mask"] = mask
-        positions = torch.nonzero(mask[0].bool(), as_tuple=False).flatten()
-        if positions.numel() == 0:
-            raise InvalidInputError("attention_mask masks every token")
-        id_list = [int(i) for i in ids[0, positions]]
-        tokens = self._token_names(id_list)
-        special_ids = set(getattr(self.tokenizer, "all_special_ids", []) or [])
-        special = tuple(i in special_ids for i in id_list)
-        segments = tensors.get("token_type_ids")
-        segment_ids = None if segments is None else tuple(int(s) for s in segments[0, positions])
+            session = Session(record=True)
+            with self.engaged(), torch.no_grad():
+                self._forward(tensors, session)
+            return _encoding.image_encoding(tensors, self.model.config, int(session.records[0].shape[-1]))
         # decoders read the last position; encoder-decoder classifiers read the end-of-sequence token (last)
-        output_position = (
-            len(id_list) - 1 if (self.causal or self.task == "causal-lm" or self.is_encoder_decoder) else 0
-        )
-        return Encoding(
-            inputs=tensors,
-            tokens=tokens,
-            positions=positions.cpu(),
-            special_mask=special,
-            input_ids=tuple(id_list),
-            segment_ids=segment_ids,
-            output_position=output_position,
-        )
-
-    def _token_names(self, ids: Sequence[int]) -> tuple[str, ...]:
-        if self.tokenizer is None:
-            return tuple(f"#{i}" for i in ids)
-        return tuple(str(t) for t in self.tokenizer.convert_ids_to_tokens(list(ids)))
-
-    def _image_encoding(self, tensors: dict[str, torch.Tensor]) -> Encoding:
-        session = Session(record=True)
-        with self.engaged(), torch.no_grad():
-            self._forward(tensors, session)
-        n = int(session.records[0].shape[-1])
-        config = self.model.config
-        patch = getattr(config, "patch_size", None)
-        size = tensors["pixel_values"].shape[-1]
-        grid = size // patch if isinstance(patch, int) and patch > 0 else 0
-        extra = n - grid * grid if grid else 0
-        names = ["[CLS]", "[DIST]"][:extra] + [f"[TOK{i}]" for i in range(2, extra)]
-        names += [f"patch({r},{c})" for r in range(grid) for c in range(grid)] if grid else [f"#{i}" for i in range(n)]
-        return Encoding(
-            inputs=tensors,
-            tokens=tuple(names[:n]),
-            positions=torch.arange(n),
-            special_mask=tuple(i < extra for i in range(n)),
-            output_position=0,
+        return _encoding.text_encoding(
+            tensors,
+            self.tokenizer,
+            vocab_size=int(self.model.config.get_text_config().vocab_size),
+            reads_last=self.causal or self.task == "causal-lm" or self.is_encoder_decoder,
         )
 
     def prepare(self, inputs: InputLike, *, truncation: bool = True) -> Encoding:
@@ -707,37 +450,6 @@ class Model:
             "or a dict of tensors with batch size 1"
         )
 
-    # ------------------------------------------------------------------ public interventions
-    def record(self, inputs: InputLike, *, truncation: bool = True) -> Recording:
-        """One forward pass of one input that keeps every layer's attention probabilities (no gradients).
-
-        Works with SDPA/flash defaults: attrflow computes the probabilities itself and hands the model back with
-        its own attention implementation. Heads gated by :meth:`gate_heads` stay gated.
-
-        Returns:
-            A :class:`Recording`: the encoding, the logits ``[C]`` and the attentions ``[L, H, n, n]`` (real tokens).
-        """
-        encoding = self.prepare(inputs, truncation=truncation)
-        session = Session(record=True)
-        with torch.no_grad():
-            logits = self.run(encoding, session)[0]
-        positions = encoding.positions.to(self.device)
-        attentions = torch.stack(
-            [r[0].index_select(-1, positions).index_select(-2, positions) for r in session.records]
-        )
-        return Recording(encoding=encoding, logits=logits.detach().cpu(), attentions=attentions.float().cpu())
-
-    def resolve_target(self, target: int | None, predicted: int) -> int:
-        """``target`` checked against the model's outputs (a class index, or a vocabulary id for causal LMs), or
-        ``predicted`` when None."""
-        if target is None:
-            return int(predicted)
-        limit = self.num_outputs
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < limit:
-            what = "vocabulary id" if self.task == "causal-lm" else "class index"
-            raise InvalidInputError(f"target must be a {what} in [0, {limit}), got {target!r}")
-        return int(target)
-
     def tokenize(
         self, text: str, text_pair: str | None = None, *, max_length: int | Literal["model"] | None = "model"
     ) -> TokenizedText:
@@ -753,135 +465,15 @@ class Model:
         """
         if self.tokenizer is None:
             raise InvalidInputError("this model has no tokenizer; give inputs as tensors")
-        for label, value in (("text", text), ("text_pair", text_pair)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise InvalidInputError(f"an example has an empty {label} ({value!r}); remove it from the dataset")
+        _encoding.check_text(
+            text, text_pair, message="an example has an empty {label} ({value!r}); remove it from the dataset"
+        )
         limit = self.max_length() if max_length == "model" else max_length
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidInputError(f"max_length must be a whole number >= 1, 'model' or None; got {max_length!r}")
-        encoded = self.tokenizer(text, text_pair, truncation=limit is not None, max_length=limit)
-        ids = tuple(int(i) for i in encoded["input_ids"])
-        types = encoded.get("token_type_ids")
-        return TokenizedText(
-            input_ids=ids,
-            token_type_ids=None if types is None else tuple(int(t) for t in types),
-            segments=_segments(self.tokenizer, encoded, ids, text_pair is not None),
-        )
+        return _encoding.tokenize(self.tokenizer, text, text_pair, limit=limit)
 
-    @contextlib.contextmanager
-    def mask_interactions(
-        self, interactions: Mapping[int, Sequence[tuple[int, int]]], encoding: Encoding
-    ) -> Iterator[None]:
-        """Zero the attention entries ``(query i, key j)`` of the given layers in every head, for ``encoding``.
-
-        Args:
-            interactions: ``{layer: [(i, j), ...]}`` over the real tokens of ``encoding`` (negative layers count from
-                the end).
-            encoding: the input the indices refer to (padding positions are mapped for you).
-
-        Inside the block, :meth:`run` (and everything built on it) computes with those probabilities set to 0
-        (no renormalisation), as Hao et al. §4.3 mask the tree's interactions.
-        """
-        n_padded = (
-            int(next(iter(encoding.inputs.values())).shape[1]) if "input_ids" in encoding.inputs else encoding.length
-        )
-        positions = encoding.positions.tolist()
-        edits: dict[int, torch.Tensor] = {}
-        for layer, pairs in interactions.items():
-            if isinstance(layer, bool) or not isinstance(layer, int) or not -self.num_layers <= layer < self.num_layers:
-                raise InvalidInputError(f"layer {layer!r} is out of range for a model with {self.num_layers} layers")
-            mask = edits.get(layer % self.num_layers, torch.ones(n_padded, n_padded, device=self.device))
-            for i, j in pairs:
-                if not (0 <= i < encoding.length and 0 <= j < encoding.length):
-                    raise InvalidInputError(f"interaction ({i}, {j}) is outside the {encoding.length} tokens")
-                mask[positions[i], positions[j]] = 0.0
-            edits[layer % self.num_layers] = mask
-        outer = _EDITS.get()
-        merged = dict(outer or {})
-        for layer, mask in edits.items():
-            merged[layer] = merged[layer] * mask if layer in merged else mask
-        token = _EDITS.set(merged)
-        try:
-            yield
-        finally:
-            _EDITS.reset(token)
-
-    # ------------------------------------------------------------------ conveniences
-    def predict_proba(self, inputs: InputLike) -> torch.Tensor:
-        """Output probabilities ``[C]`` (softmax over classes or the next-token vocabulary) for one input."""
-        encoding = self.prepare(inputs)
-        with torch.no_grad():
-            return torch.softmax(self.run(encoding).float(), dim=-1)[0]
-
-    def predict_batch(
-        self,
-        texts: Sequence[str | tuple[str, str | None] | Mapping[str, Sequence[int]]],
-        *,
-        batch_size: int = 32,
-    ) -> torch.Tensor:
-        """Output probabilities ``[len(texts), C]`` for many inputs, batched.
-
-        Items may be texts, ``(text, text_pair)`` tuples, or already tokenised inputs: mappings with
-        ``input_ids`` (and optionally ``token_type_ids``/``attention_mask``) as lists of ints, e.g. a tokenised
-        example with trigger word-pieces inserted or tokens deleted.
-
-        Padding never changes a row's result (checked in tests). Inputs longer than the model's maximum are
-        truncated silently here (dataset-scale evaluation); heads gated by :meth:`gate_heads` stay gated.
-        """
-        if self.tokenizer is None:
-            raise InvalidInputError("predict_batch needs a tokenizer; this model has none")
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-        limit = self.max_length()
-        features = []
-        for item in texts:
-            if isinstance(item, Mapping):
-                ids = list(item["input_ids"])
-                if not ids:
-                    raise InvalidInputError("a tokenised item has no input_ids")
-                feature = {key: list(value) for key, value in item.items()}
-                feature.setdefault("attention_mask", [1] * len(ids))
-                features.append(feature)
-                continue
-            first, second = (item, None) if isinstance(item, str) else (item[0], item[1])
-            features.append(self.tokenizer(first, second, truncation=limit is not None, max_length=limit))
-        # similar lengths together: less padding, same results (rows are independent). Encoder-decoder classifiers
-        # (BART, T5) read every row's end-of-sequence tokens and need the same number of them within a batch.
-        eos = getattr(self.model.config, "eos_token_id", None)
-
-        def group(i: int) -> int:
-            if not self.is_encoder_decoder or not isinstance(eos, int):
-                return 0
-            return list(features[i]["input_ids"]).count(eos)
-
-        order = sorted(range(len(features)), key=lambda i: (group(i), len(features[i]["input_ids"])))
-        chunks: list[list[int]] = []
-        for i in order:
-            if not chunks or len(chunks[-1]) == batch_size or group(chunks[-1][0]) != group(i):
-                chunks.append([])
-            chunks[-1].append(i)
-        rows: list[torch.Tensor] = []
-        with self.engaged(), torch.no_grad():
-            for members in chunks:
-                chunk = [features[i] for i in members]
-                encoded = self.tokenizer.pad(chunk, return_tensors="pt")
-                inputs = {k: v.to(self.device) for k, v in encoded.items()}
-                session = Session(gate=_GATE.get())
-                with active_session(session):
-                    output = self.model(**inputs)
-                logits = output.logits if hasattr(output, "logits") else output[0]
-                if self.task == "causal-lm":
-                    mask = inputs["attention_mask"]
-                    # last real position per row, for right or left padding
-                    last = mask.shape[1] - 1 - mask.flip(1).float().argmax(dim=1)
-                    logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
-                rows.append(torch.softmax(logits.float(), dim=-1).cpu())
-        if not rows:
-            return torch.empty(0, self.num_outputs)
-        result = torch.empty(len(order), rows[0].shape[-1])
-        result[torch.tensor(order)] = torch.cat(rows)
-        return result
-
+    # ------------------------------------------------------------------ interventions
     @contextlib.contextmanager
     def gate_heads(self, mask: torch.Tensor) -> Iterator[None]:
         """Multiply each head's attention probabilities by ``mask[layer, head]`` inside the block.
@@ -899,238 +491,105 @@ class Model:
         finally:
             _GATE.reset(token)
 
+    @contextlib.contextmanager
+    def mask_interactions(
+        self, interactions: Mapping[int, Sequence[tuple[int, int]]], encoding: Encoding
+    ) -> Iterator[None]:
+        """Zero the attention entries ``(query i, key j)`` of the given layers in every head, for ``encoding``.
 
-def _encoder_of(model: nn.Module, task: Task) -> nn.Module | None:
-    """The encoder stack of an encoder-decoder model (None for encoders, decoders and ViTs)."""
-    if not getattr(model.config, "is_encoder_decoder", False):
-        return None
-    getter = getattr(model, "get_encoder", None)
-    encoder = getter() if callable(getter) else None
-    if not isinstance(encoder, nn.Module) or encoder is model:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} is an encoder-decoder model without a separate encoder (get_encoder()); "
-            "attrflow explains the encoder self-attention of encoder-decoder models and cannot find it here"
-        )
-    if task != "sequence-classification":
-        raise UnsupportedModelError(
-            f"{type(model).__name__}: attrflow explains encoder-decoder models with a sequence-classification head "
-            f"(e.g. BartForSequenceClassification, T5ForSequenceClassification), not task={task!r}"
-        )
-    return encoder
+        Args:
+            interactions: ``{layer: [(i, j), ...]}`` over the real tokens of ``encoding`` (negative layers count from
+                the end).
+            encoding: the input the indices refer to (padding positions are mapped for you).
 
+        Inside the block, :meth:`run` (and everything built on it) computes with those probabilities set to 0
+        (no renormalisation), as Hao et al. §4.3 mask the tree's interactions.
 
-def _site_names(model: nn.Module, modules: Sequence[nn.Module]) -> list[str]:
-    """Module path of each attention call; ``[k]`` numbers the calls of a module that runs more than once."""
-    paths = {id(module): name for name, module in model.named_modules()}
-    total: dict[int, int] = {}
-    for module in modules:
-        total[id(module)] = total.get(id(module), 0) + 1
-    seen: dict[int, int] = {}
-    names = []
-    for module in modules:
-        key = id(module)
-        name = paths.get(key, type(module).__name__) or type(module).__name__
-        if total[key] > 1:
-            name = f"{name}[{seen.get(key, 0)}]"
-            seen[key] = seen.get(key, 0) + 1
-        names.append(name)
-    return names
-
-
-@contextlib.contextmanager
-def _embeddings_into(encoder: nn.Module, embeddings: torch.Tensor) -> Iterator[None]:
-    """Run ``encoder`` on ``embeddings`` (as ``inputs_embeds``) instead of the token ids it is called with."""
-
-    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        if args and isinstance(args[0], torch.Tensor):
-            args = (None, *args[1:])  # input_ids given positionally
-        else:
-            kwargs["input_ids"] = None
-        kwargs["inputs_embeds"] = embeddings
-        return args, kwargs
-
-    handle = encoder.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
-def _first_row_into(module: nn.Module, rows: int) -> Iterator[None]:
-    """Give ``module`` only row 0 of every batch-``rows`` tensor argument (its other rows are copies of it).
-
-    Only tensors of two or more dimensions are batches here (ids, masks, embeddings); a one-dimensional tensor
-    (e.g. positions) whose length happens to equal ``rows`` is left alone.
-    """
-
-    def first_row(value: Any) -> Any:
-        batched = isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == rows
-        return value[:1] if batched else value
-
-    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        return tuple(first_row(a) for a in args), {k: first_row(v) for k, v in kwargs.items()}
-
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def _candidate_blocks(model: nn.Module) -> list[nn.Module]:
-    """Modules that are elements of a ModuleList: the layer blocks of every transformers architecture."""
-    blocks: list[nn.Module] = []
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList):
-            blocks.extend(module)
-    return blocks
-
-
-@contextlib.contextmanager
-def _pre_hooks(blocks: Sequence[nn.Module], hook: Any, *, with_kwargs: bool = False) -> Iterator[None]:
-    """Install ``hook`` as a forward pre-hook on every block; always removed on exit."""
-    handles = [block.register_forward_pre_hook(hook, with_kwargs=with_kwargs) for block in blocks]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _counting_hooks(blocks: Sequence[nn.Module], session: Session) -> contextlib.AbstractContextManager[None]:
-    """Count block calls into ``session.block_calls`` (maps each attention site to the block that runs it)."""
-
-    def count(_module: nn.Module, _args: Any) -> None:
-        session.block_calls += 1
-
-    return _pre_hooks(blocks, count)
-
-
-def _branching_hooks(
-    blocks: Sequence[nn.Module], session: Session, plan: Mapping[int, int]
-) -> contextlib.AbstractContextManager[None]:
-    """At block call k in ``plan``, append ``plan[k]`` copies of row 0 to the hidden states entering the block."""
-
-    def branch(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-        call = session.block_calls
-        session.block_calls += 1
-        count = plan.get(call)
-        if not count:
-            return None
-
-        def grow(hidden: torch.Tensor) -> torch.Tensor:
-            # detached: gradients of the branch rows must not flow into row 0's leaves below the branch point
-            return torch.cat([hidden, hidden[:1].detach().expand(count, *hidden.shape[1:])], dim=0)
-
-        if args and isinstance(args[0], torch.Tensor):
-            return (grow(args[0]), *args[1:]), kwargs
-        for key in ("hidden_states", "x", "hidden_state"):
-            value = kwargs.get(key)
-            if isinstance(value, torch.Tensor):
-                kwargs[key] = grow(value)
-                return args, kwargs
-        raise RuntimeError("could not find the hidden states entering the block")
-
-    return _pre_hooks(blocks, branch, with_kwargs=True)
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' weight-loading progress bar (attrflow shows its own progress where it matters)."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-def load_model(
-    source: str | Path | nn.Module,
-    *,
-    tokenizer: Any = None,
-    device: str | torch.device | None = None,
-    task: Task | None = None,
-) -> Model:
-    """Wrap a model for attrflow: a built-in name, a local checkpoint directory, or a loaded transformers model.
-
-    Sequence classifiers, causal LMs and image classifiers are supported; for encoder-decoder classifiers (BART, T5,
-    ...) the layers are the encoder's self-attention sites (:attr:`Model.site_names`).
-
-    Args:
-        source: ``"sentiment"`` / ``"agreement"`` (models shipped with attrflow), a local directory with
-            ``config.json`` and weights, or a ``PreTrainedModel`` object. Nothing is downloaded from a hub.
-        tokenizer: the tokenizer (or image processor); loaded from the directory when omitted.
-        device: where to run (default: where the model is, or CPU for directories).
-        task: override the task inferred from the model's head class.
-
-    Returns:
-        A :class:`Model`; the transformers model stays unchanged outside attrflow calls.
-
-    Raises:
-        InvalidInputError: the path does not exist or is not a checkpoint.
-        UnsupportedModelError: the architecture bypasses AttentionInterface, has no explainable head (an
-            encoder-decoder needs a sequence-classification head), or fails on a plain input.
-    """
-    if isinstance(source, nn.Module):
-        model = source
-        if device is not None:
-            model = model.to(device)
-        return Model(model, tokenizer, task=task)
-    if isinstance(source, str) and not Path(source).exists():
-        from attrflow import zoo
-
-        builtins: tuple[str, ...] = tuple(getattr(zoo, "BUILTIN_MODELS", ()))
-        if source in builtins:
-            model, builtin_tokenizer = zoo.load_builtin(source, device=device)
-            return Model(model, tokenizer or builtin_tokenizer, task=task, name=source)
-        raise InvalidInputError(
-            f"no model directory {source!r} and no built-in model of that name (built-in: "
-            f"{', '.join(builtins) or 'none'}); attrflow never downloads from a hub"
-        )
-    return Model(*_load_directory(Path(source), tokenizer, device, task), task=task, name=str(source))
-
-
-def _load_directory(
-    path: Path, tokenizer: Any, device: str | torch.device | None, task: Task | None
-) -> tuple[nn.Module, Any]:
-    import transformers
-
-    if not (path / "config.json").is_file():
-        raise InvalidInputError(f"{path} is not a transformers checkpoint directory (no config.json)")
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    architecture = (getattr(config, "architectures", None) or [""])[0]
-    auto = {
-        "sequence-classification": transformers.AutoModelForSequenceClassification,
-        "causal-lm": transformers.AutoModelForCausalLM,
-        "image-classification": transformers.AutoModelForImageClassification,
-    }
-    chosen = task
-    if chosen is None:
-        for suffix, suffix_task in _TASK_SUFFIXES:
-            if architecture.endswith(suffix):
-                chosen = suffix_task
-                break
-    if chosen is None:
-        raise UnsupportedModelError(
-            f"{path}: the checkpoint's architecture {architecture or '(none)'} has no explainable head; pass task= "
-            "('sequence-classification', 'causal-lm' or 'image-classification') to add one"
-        )
-    with _quiet_transformers():
-        model = auto[chosen].from_pretrained(path, local_files_only=True)
-    if device is not None:
-        model = model.to(device)
-    if tokenizer is None:
+        Raises:
+            InvalidInputError: a layer or a token index is out of range.
+        """
+        n_padded = encoding.padded_length
+        positions = encoding.positions.tolist()
+        edits: dict[int, torch.Tensor] = {}
+        for layer, pairs in interactions.items():
+            if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+                raise InvalidInputError(f"layers must be integers, got {layer!r}")
+            if not -self.num_layers <= layer < self.num_layers:
+                raise InvalidInputError(f"layer {layer!r} is out of range for a model with {self.num_layers} layers")
+            site = int(layer) % self.num_layers
+            mask = edits.get(site, torch.ones(n_padded, n_padded, device=self.device))
+            for i, j in pairs:
+                if not (0 <= i < encoding.length and 0 <= j < encoding.length):
+                    raise InvalidInputError(f"interaction ({i}, {j}) is outside the {encoding.length} tokens")
+                mask[positions[i], positions[j]] = 0.0
+            edits[site] = mask
+        outer = _EDITS.get()
+        merged = dict(outer or {})
+        for layer, mask in edits.items():
+            merged[layer] = merged[layer] * mask if layer in merged else mask
+        token = _EDITS.set(merged)
         try:
-            if chosen == "image-classification":
-                tokenizer = transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
-            else:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            logger.warning("no tokenizer found in %s (%s); pass inputs as tensors or give tokenizer=", path, exc)
-            tokenizer = None
-    return model, tokenizer
+            yield
+        finally:
+            _EDITS.reset(token)
+
+    def resolve_target(self, target: int | None, predicted: int) -> int:
+        """``target`` checked against the model's outputs (a class index, or a vocabulary id for causal LMs), or
+        ``predicted`` when None."""
+        if target is None:
+            return int(predicted)
+        limit = self.num_outputs
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < limit:
+            what = "vocabulary id" if self.task == "causal-lm" else "class index"
+            raise InvalidInputError(f"target must be a {what} in [0, {limit}), got {target!r}")
+        return int(target)
+
+    # ------------------------------------------------------------------ predictions
+    def predict_proba(self, inputs: InputLike) -> torch.Tensor:
+        """Output probabilities ``[C]`` (softmax over classes or the next-token vocabulary) for one input."""
+        encoding = self.prepare(inputs)
+        with torch.no_grad():
+            return torch.softmax(self.run(encoding).float(), dim=-1)[0]
+
+    def predict_batch(
+        self,
+        texts: Sequence[str | tuple[str, str | None] | Mapping[str, Sequence[int]]],
+        *,
+        batch_size: int = 32,
+    ) -> torch.Tensor:
+        """Output probabilities ``[len(texts), C]`` for many inputs, batched.
+
+        Items may be texts, ``(text, text_pair)`` tuples, or already tokenised inputs: mappings with
+        ``input_ids`` (and optionally ``token_type_ids``/``attention_mask``) as lists of ints, e.g. a tokenised
+        example with trigger word-pieces inserted or tokens deleted (:meth:`tokenize`).
+
+        Padding never changes a row's result (checked in tests). Inputs longer than the model's maximum are
+        truncated silently here (dataset-scale evaluation); heads gated by :meth:`gate_heads` stay gated.
+        """
+        if self.tokenizer is None:
+            raise InvalidInputError("predict_batch needs a tokenizer; this model has none")
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        features = _encoding.batch_features(self.tokenizer, texts, limit=self.max_length())
+        # encoder-decoder classifiers (BART, T5) need the same number of end-of-sequence tokens within a batch
+        eos = getattr(self.model.config, "eos_token_id", None)
+        eos = eos if self.is_encoder_decoder and isinstance(eos, int) else None
+        order, chunks = _encoding.length_chunks(features, batch_size, eos=eos)
+        rows: list[torch.Tensor] = []
+        with self.engaged(), torch.no_grad():
+            for members in chunks:
+                inputs = _encoding.pad(self.tokenizer, [features[i] for i in members], self.device)
+                with active_session(Session(gate=_GATE.get())):
+                    output = self.model(**inputs)
+                logits = output.logits if hasattr(output, "logits") else output[0]
+                if self.task == "causal-lm":
+                    mask = inputs["attention_mask"]
+                    # last real position per row, for right or left padding
+                    last = mask.shape[1] - 1 - mask.flip(1).float().argmax(dim=1)
+                    logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
+                rows.append(torch.softmax(logits.float(), dim=-1).cpu())
+        if not rows:
+            return torch.empty(0, self.num_outputs)
+        result = torch.empty(len(order), rows[0].shape[-1])
+        result[torch.tensor(order)] = torch.cat(rows)
+        return result

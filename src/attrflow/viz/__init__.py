@@ -16,15 +16,20 @@ from attrflow.viz.report import (
     write_report,
 )
 from attrflow.viz.svg import tree_svg
+from attrflow.viz.triggers import plot_attack, plot_patterns, render_attack, render_patterns
 
 __all__ = [
     "TokenScores",
     "default_token_scores",
+    "plot_attack",
     "plot_head_scores",
     "plot_heatmap",
+    "plot_patterns",
     "plot_token_scores",
     "plot_tree",
+    "render_attack",
     "render_attention",
+    "render_patterns",
     "render_report",
     "report_iframe",
     "tree_svg",

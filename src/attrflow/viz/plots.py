@@ -8,7 +8,9 @@ which is never registered with pyplot: nothing is shown and no global state is t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -20,11 +22,19 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from attrflow.analysis.faithfulness.report import FaithfulnessReport
     from attrflow.analysis.tree import AttributionTree
-    from attrflow.results import AttentionAttribution
-    from attrflow.viz.report import TokenScores
+    from attrflow.results import AttentionAttribution, TokenScores
 
-__all__ = ["plot_head_scores", "plot_heatmap", "plot_token_scores", "plot_tree"]
+__all__ = [
+    "plot_erasure_curves",
+    "plot_faithfulness",
+    "plot_head_scores",
+    "plot_heatmap",
+    "plot_token_scores",
+    "plot_tree",
+    "save_figure",
+]
 
 MatrixKind = Literal["attribution", "attention"]
 
@@ -196,4 +206,59 @@ def plot_tree(tree: AttributionTree, *, ax: Axes | None = None) -> Figure:
     for side in ("top", "right"):
         axes.spines[side].set_visible(False)
     axes.set_title(f"attribution tree (root {tree.tokens[tree.root.token]}, τ = {tree.threshold:g})")
+    return figure
+
+
+def save_figure(figure: Figure, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
+    """Save a figure (format from the suffix: png, svg, pdf) atomically. Returns the path."""
+    import io
+
+    from attrflow.storage import atomic_write_bytes
+
+    target = Path(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=target.suffix.lstrip(".") or "png", dpi=dpi)
+    return atomic_write_bytes(target, buffer.getvalue())
+
+
+def plot_faithfulness(report: FaithfulnessReport, reference: str, *, ax: Axes | None = None) -> Figure:
+    """Spearman with ``reference`` per layer, mean ± std over examples, one line per per-layer method."""
+    import numpy as np
+
+    from attrflow.analysis.faithfulness.report import nan_stats
+
+    table = report.reference_table(reference)
+    figure, axes = _axes(ax, (5.5, 3.6))
+    x = np.arange(1, len(report.layers) + 1)
+    for method, values in table.items():
+        mean, std, _ = nan_stats(values)
+        (line,) = axes.plot(x, mean, marker="o", label=method)
+        axes.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.12, linewidth=0)
+    axes.axhline(0.0, color="grey", linewidth=0.6)
+    axes.set_xticks(x, report.layer_names)
+    axes.set_xlabel("layer")
+    axes.set_ylabel(f"Spearman with {reference}")
+    axes.set_ylim(-1.0, 1.0)
+    axes.set_title(f"{report.settings.get('model', '')}: {report.num_examples} examples", fontsize=10)
+    if table:
+        axes.legend(fontsize=8, loc="lower right")
+    return figure
+
+
+def plot_erasure_curves(report: FaithfulnessReport, metric: str, *, ax: Axes | None = None) -> Figure:
+    """Mean erasure curve per method: ``metric`` (comprehensiveness or sufficiency) against the removed share."""
+    import numpy as np
+
+    from attrflow.analysis.faithfulness.report import nan_stats
+
+    if metric not in ("comprehensiveness", "sufficiency"):
+        raise InvalidInputError(f"metric must be 'comprehensiveness' or 'sufficiency', got {metric!r}")
+    curves = report.comprehensiveness if metric == "comprehensiveness" else report.sufficiency
+    figure, axes = _axes(ax, (5.5, 3.6))
+    x = np.asarray(report.bins) * 100
+    for method in report.aopc_methods:
+        axes.plot(x, nan_stats(curves[method])[0], marker=".", label=method)
+    axes.set_xlabel("top-k% of tokens " + ("removed" if metric == "comprehensiveness" else "kept"))
+    axes.set_ylabel(f"{metric} (Δp)")
+    axes.legend(fontsize=8)
     return figure

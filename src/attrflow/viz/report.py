@@ -13,13 +13,13 @@ import base64
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.results import TokenScores
 from attrflow.viz._html import diverging, esc, fmt
 from attrflow.viz.page import iframe, render_page, write_page
 
@@ -38,42 +38,6 @@ __all__ = [
     "report_iframe",
     "write_report",
 ]
-
-
-@dataclass(frozen=True)
-class TokenScores:
-    """One score per input token from one method, with the reduction that produced it.
-
-    Attributes:
-        method: the method's name as shown in the report (e.g. ``"rollout"``).
-        values: one float per token, in input order (a tensor, array or sequence is accepted and stored as a
-            tuple of floats).
-        reduction: how the per-token values were obtained, in words (e.g. ``"rollout, last layer, [CLS] row,
-            residual, mean over heads"``).
-    """
-
-    method: str
-    values: tuple[float, ...]
-    reduction: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "values", _as_floats(self.values))
-
-    @classmethod
-    def from_values(cls, method: str, values: torch.Tensor | Sequence[float] | Any, reduction: str) -> TokenScores:
-        """Build from a 1-D tensor, an array or any sequence of numbers (one per token)."""
-        return cls(method, _as_floats(values), reduction)
-
-
-def _as_floats(values: Any) -> tuple[float, ...]:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().to("cpu", torch.float64).flatten().tolist()
-    elif hasattr(values, "tolist"):  # numpy arrays
-        values = values.tolist()
-    try:
-        return tuple(float(v) for v in values)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"TokenScores.values must be numbers, one per token ({exc})") from exc
 
 
 def default_token_scores(result: AttentionAttribution) -> dict[str, TokenScores]:
@@ -180,7 +144,7 @@ def _token_scores_section(tokens: Sequence[str], special_mask: Sequence[bool], r
             )
         parts.append(
             f'<div class="score-row" data-method="{esc(name)}"><div class="method">{esc(name)}</div>'
-            f'<div class="reduction">{esc(scores.reduction)}</div>'
+            f'<div class="reduction">{esc(scores.overall_description)}</div>'
             f'<p class="tokens">{_tokens_html(tokens, special, scores.values)}</p></div>'
         )
     parts.append("</section>")
@@ -298,6 +262,7 @@ def render_report(
     tree: AttributionTree | None = None,
     title: str | None = None,
     heatmap_heads: HeatmapHeads = "auto",
+    defaults: bool = True,
 ) -> str:
     """Render the self-contained HTML report of one attribution result.
 
@@ -312,6 +277,8 @@ def render_report(
         heatmap_heads: which matrices the heatmap embeds: ``"all"`` (every head, float16: about
             ``2·(L + K)·H·n²`` bytes), ``"mean"`` (the mean over heads only, H times smaller), or ``"auto"``: every
             head while that stays under 8 MB (up to ~115 tokens for 12 layers × 12 heads), else the mean.
+        defaults: add the rows derivable from the result alone (``"attribution"``, ``"raw attention"``); False
+            shows exactly ``token_scores`` (what :func:`attrflow.explain` passes: one row per method run).
 
     Returns:
         A complete HTML document (one string) that needs no network: inline CSS, JS and data, every input string
@@ -320,10 +287,13 @@ def render_report(
     per_head = _use_per_head(
         heatmap_heads, result.num_layers + len(result.layers), result.num_heads, len(result.tokens)
     )
-    defaults = default_token_scores(result)
-    rows: dict[str, TokenScores] = {"attribution": defaults["attribution"]}
+    rows: dict[str, TokenScores] = {}
+    if defaults:
+        default_rows = default_token_scores(result)
+        rows["attribution"] = default_rows["attribution"]
     rows.update(_extra_rows(token_scores))
-    rows.setdefault("raw attention", defaults["raw attention"])
+    if defaults:
+        rows.setdefault("raw attention", default_rows["raw attention"])
 
     model = result.settings.get("model")
     heading = title or (f"attrflow report: {model}" if model else "attrflow report")
@@ -384,6 +354,7 @@ def render_attention(
     token_scores: Mapping[str, TokenScores] | None = None,
     title: str | None = None,
     heatmap_heads: HeatmapHeads = "auto",
+    defaults: bool = True,
 ) -> str:
     """Render the self-contained HTML page of recorded attention (no attributions): the input with the
     prediction, token scores (``"raw attention"`` and any rows given, e.g. rollout), and the attention heatmaps.
@@ -393,11 +364,13 @@ def render_attention(
         token_scores: extra token-score rows by display name, shown before ``"raw attention"``.
         title: the page title.
         heatmap_heads: as in :func:`render_report`.
+        defaults: add the ``"raw attention"`` row when ``token_scores`` has none of that name.
     """
     L, H, n, _ = recorded.attentions.shape
     per_head = _use_per_head(heatmap_heads, L, H, n)
     rows = _extra_rows(token_scores)
-    rows.setdefault("raw attention", _raw_attention(recorded.attentions, recorded.tokens, recorded.output_position))
+    if defaults:
+        rows.setdefault("raw attention", _raw_attention(recorded.attentions, recorded.tokens, recorded.output_position))
     label = recorded.predicted_label
     predicted = f"{esc(label)} ({recorded.predicted})" if label else str(recorded.predicted)
     inputs = (

@@ -27,7 +27,7 @@ from attrflow.data.sampling import as_example, example_inputs
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps, check_steps
 from attrflow.methods.quadrature import RULES, Rule
-from attrflow.models import Encoding, Model, Session, load_model
+from attrflow.models import Encoding, Model, load_model
 from attrflow.runner import Batch, DatasetTask
 from attrflow.validation import TargetRule, check_choice, check_choices, check_int, target_rule
 
@@ -92,13 +92,10 @@ def clean_pass(model: Model, encoding: Encoding, label: int | None, *, with_grad
     ``label``: the target class, or None for the prediction.
     """
     gate = torch.ones(model.num_layers, model.num_heads, device=model.device, requires_grad=with_gradient)
-    session = Session(record=True, gate=gate)
     with torch.set_grad_enabled(with_gradient):
-        logits = model.run(encoding, session)[0].float()
-    positions = encoding.positions.to(model.device)
-    attention = torch.stack(
-        [r[0].index_select(-1, positions).index_select(-2, positions).flatten(1).amax(-1) for r in session.records]
-    )
+        forward = model.forward_pass(encoding, gate=gate)
+        logits = forward.logits.float()
+    attention = forward.attentions.flatten(2).amax(-1)
     target = label if label is not None else int(torch.softmax(logits.detach(), dim=-1).argmax())
     return CleanPass(model, encoding, logits, gate, attention, target)
 

@@ -1,0 +1,279 @@
+"""One input of one model, with the work that several methods share computed once.
+
+Every registered method computes from an :class:`ExplainContext`: the encoding, the output position and target
+being explained, and lazily cached shared work — the recorded attention of every layer (one forward pass), the
+self-attention attribution, the embedding gradients (and integrated gradients), the blank-out probabilities. When
+``explain``, the report, faithfulness or the leaderboard run several methods on one example, each expensive piece
+runs once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import torch
+
+from attrflow.errors import InvalidInputError
+from attrflow.models import Encoding, Model, Recording, load_model
+from attrflow.validation import resolve_index, resolve_layers
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from attrflow.methods.gradients import EmbeddingGradients
+    from attrflow.methods.quadrature import Rule
+    from attrflow.results import AttentionAttribution, Summary, TokenScores
+
+__all__ = ["ExplainContext"]
+
+_T = TypeVar("_T")
+
+
+class ExplainContext:
+    """One input of one model being explained, with shared work cached.
+
+    Args:
+        model: an :class:`attrflow.Model` (a transformers model is wrapped).
+        inputs: a string, a ``(text, text_pair)`` tuple, a dict of batch-1 tensors, or an ``Encoding``.
+        target: the output to explain (class index or vocabulary id); default the prediction.
+        position: the output position whose row attention-derived methods read; default the model's explained
+            position (``[CLS]`` for BERT-style classifiers, the last token for decoders). Methods that explain the
+            model's output need the default.
+        truncation: cut over-long text with a warning (False raises).
+    """
+
+    def __init__(
+        self,
+        model: Model | nn.Module,
+        inputs: Any,
+        *,
+        target: int | None = None,
+        position: int | None = None,
+        truncation: bool = True,
+    ) -> None:
+        self.model: Model = model if isinstance(model, Model) else load_model(model)
+        self.encoding: Encoding = self.model.prepare(inputs, truncation=truncation)
+        self._target = target
+        self.position: int = (
+            self.encoding.output_position
+            if position is None
+            else resolve_index("position", position, self.encoding.length)
+        )
+        self._cache: dict[Hashable, Any] = {}
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def n(self) -> int:
+        """Number of real tokens."""
+        return self.encoding.length
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The real tokens."""
+        return self.encoding.tokens
+
+    def shared(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """``compute()`` once per context and ``key``; later calls return the cached value."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        value: _T = self._cache[key]
+        return value
+
+    def cached(self, key: Hashable) -> Any:
+        """A value computed through :meth:`shared`, or None."""
+        return self._cache.get(key)
+
+    @property
+    def recording(self) -> Recording:
+        """One clean forward pass with every layer's attention (cached)."""
+        return self.shared("recording", lambda: self.model.record(self.encoding))
+
+    @property
+    def attentions(self) -> torch.Tensor:
+        """float32 ``[L, H, n, n]`` attention probabilities over the real tokens."""
+        return self.recording.attentions
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """float64 ``[C]`` output probabilities at the explained position."""
+        return self.recording.probabilities
+
+    @property
+    def predicted(self) -> int:
+        """The model's prediction (class index or next-token id)."""
+        return self.recording.predicted
+
+    @property
+    def target(self) -> int:
+        """The explained output: the given target, else the prediction."""
+        return self.shared("target", lambda: self.model.resolve_target(self._target, self.predicted))
+
+    @property
+    def target_given(self) -> bool:
+        """Whether the target was chosen by the caller (not the prediction)."""
+        return self._target is not None
+
+    def require_output_position(self, method: str) -> None:
+        """Refuse a position other than the model's output position for a method that explains the output."""
+        if self.position != self.encoding.output_position:
+            raise InvalidInputError(
+                f"method {method!r} explains the model's output, which is read at position "
+                f"{self.encoding.output_position}; position={self.position} applies to attention-derived methods only"
+            )
+
+    def layers(self, layers: int | Sequence[int] | None) -> tuple[int, ...]:
+        """A layer selection resolved against the model (None: all, bottom to top)."""
+        return resolve_layers(layers, self.model.num_layers)
+
+    # ------------------------------------------------------------------ shared work
+    def attribution(
+        self,
+        *,
+        layers: int | Sequence[int] | None = None,
+        steps: int | Literal["auto"] = "auto",
+        rule: Rule = "gauss-lobatto",
+        batch_size: int | None = None,
+        tolerance: float = 1e-3,
+    ) -> AttentionAttribution:
+        """Self-attention attribution of the target (cached per settings; ``batch_size`` never changes it)."""
+        from attrflow.methods.attribution import attribute
+
+        chosen = self.layers(layers)
+        key = ("attribution", chosen, steps, rule, tolerance)
+        self._cache["last_attribution"] = key
+        return self.shared(
+            key,
+            lambda: attribute(
+                self.model,
+                self.encoding,
+                target=self.target,
+                steps=steps,
+                rule=rule,
+                layers=list(chosen),
+                batch_size=batch_size,
+                tolerance=tolerance,
+            ),
+        )
+
+    @property
+    def last_attribution(self) -> AttentionAttribution | None:
+        """The attribution computed most recently through :meth:`attribution` (None if none was)."""
+        key = self._cache.get("last_attribution")
+        return None if key is None else self._cache.get(key)
+
+    def gradients(
+        self,
+        *,
+        steps: int | Literal["auto"] | None = None,
+        rule: Rule = "gauss-lobatto",
+        batch_size: int | None = None,
+        tolerance: float = 1e-3,
+    ) -> EmbeddingGradients:
+        """Embedding gradients at the input; with ``steps`` also integrated gradients (cached; a cached run with
+        integrated gradients serves later plain-gradient requests)."""
+        from attrflow.methods.gradients import embedding_gradients
+
+        planned = self._cache.get("planned_gradients")
+        if steps is None and planned is not None:
+            return self.gradients(**planned)
+        if steps is None:
+            for key, value in self._cache.items():
+                if isinstance(key, tuple) and key[0] == "gradients":
+                    found: EmbeddingGradients = value
+                    return found
+            key_plain = ("gradients", 0, rule, tolerance)
+            return self.shared(
+                key_plain, lambda: embedding_gradients(self.model, self.encoding, target=self.target, steps=0)
+            )
+        key = ("gradients", steps, rule, tolerance)
+        return self.shared(
+            key,
+            lambda: embedding_gradients(
+                self.model,
+                self.encoding,
+                target=self.target,
+                steps=steps,
+                rule=rule,
+                batch_size=batch_size,
+                tolerance=tolerance,
+            ),
+        )
+
+    def plan_gradients(
+        self,
+        *,
+        steps: int | Literal["auto"],
+        rule: Rule = "gauss-lobatto",
+        batch_size: int | None = None,
+        tolerance: float = 1e-3,
+    ) -> None:
+        """Announce that integrated gradients with these settings will run: the plain gradients at the input then
+        come from the same pass (one backward fewer, and the same numbers whichever method asks first)."""
+        self._cache["planned_gradients"] = {
+            "steps": steps,
+            "rule": rule,
+            "batch_size": batch_size,
+            "tolerance": tolerance,
+        }
+
+    def blankout_probabilities(self, *, replacement: str = "unk", batch_size: int = 32) -> torch.Tensor:
+        """float64 ``[1 + n, C]``: the input, then the input with token i blanked out (cached per replacement)."""
+        from attrflow.methods.occlusion import blankout_probabilities
+
+        return self.shared(
+            ("blankout", replacement),
+            lambda: blankout_probabilities(self.model, self.encoding, replacement, batch_size),  # type: ignore[arg-type]
+        )
+
+    # ------------------------------------------------------------------ results
+    def result(
+        self,
+        method: str,
+        scores: torch.Tensor,
+        description: str,
+        *,
+        layers: Sequence[int] = (),
+        summary: Summary = "last",
+        matrices: torch.Tensor | None = None,
+        reads_output: bool = True,
+        position: int | None = None,
+        completeness_gap: float | None = None,
+        diagnostics: dict[str, float] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> TokenScores:
+        """A :class:`~attrflow.TokenScores` for this input, with the context's facts filled in."""
+        from attrflow.results import TokenScores
+
+        target = self.target if reads_output else None
+        probability = float(self.probabilities[self.target]) if reads_output else None
+        if not torch.isfinite(scores).all():
+            raise InvalidInputError(
+                f"method {method!r} gave non-finite scores for this input (NaN or infinity); the model's output or "
+                "its attention is not finite here"
+            )
+        return TokenScores(
+            method=method,
+            tokens=self.tokens,
+            scores=scores,
+            description=description,
+            position=self.position if position is None else position,
+            layers=tuple(layers),
+            summary=summary,
+            matrices=matrices,
+            target=target,
+            target_label=self.model.label_name(target) if target is not None else None,
+            predicted=self.predicted,
+            probability=probability,
+            special_mask=self.encoding.special_mask,
+            completeness_gap=completeness_gap,
+            diagnostics=diagnostics or {},
+            settings={"model": self.model.name, **(settings or {})},
+        )
+
+    def where(self) -> str:
+        """The explained position in words ("[CLS]" or "position 7 (amazing)")."""
+        p = self.position
+        if p == 0 and not self.model.causal and self.encoding.output_position == 0:
+            return f"[CLS] ({self.tokens[0]})" if self.tokens[0] != "[CLS]" else "[CLS]"
+        return f"position {p} ({self.tokens[p]})"
