@@ -70,7 +70,7 @@ def main() -> None:
             examples=args.examples,
             steps=steps,
             rule=rule,
-            run_options=RunOptions(out_dir=out / name),
+            run=RunOptions(out_dir=out / name),
         )
         seconds[name] = time.perf_counter() - start
     reference_name = f"{configs[0][0]}:{configs[0][1]}"
@@ -98,7 +98,7 @@ def main() -> None:
         examples=args.examples,
         steps=steps,
         rule=rule,  # type: ignore[arg-type]
-        run_options=RunOptions(out_dir=out / f"{args.other_split}-{rule}:{steps}"),
+        run=RunOptions(out_dir=out / f"{args.other_split}-{rule}:{steps}"),
     )
     cross = other_importance.correlation(importances[f"{rule}:{steps}"])
     print(

@@ -132,9 +132,7 @@ def test_attattr_rows_equal_single_example_attribution(model, tmp_path, target):
 
 def test_attention_is_the_max_probability_of_each_head(model, tmp_path):
     data = make_dataset(5)
-    importance = attrflow.head_importance(
-        model, data, method="attention", examples=4, selection="first", run_options=QUIET
-    )
+    importance = attrflow.head_importance(model, data, method="attention", examples=4, selection="first", run=QUIET)
     assert importance.num_examples == 4 and importance.example_ids == (0, 1, 2, 3)
     expected = torch.stack(
         [attrflow.record_attention(model, _inputs(e)).attentions.amax(dim=(-1, -2)) for e in data[:4]]
@@ -145,12 +143,8 @@ def test_attention_is_the_max_probability_of_each_head(model, tmp_path):
 
 def test_scores_do_not_depend_on_how_examples_are_batched(model):
     data = make_dataset(6)
-    one = attrflow.head_importance(
-        model, data, method="taylor", run_options=RunOptions(examples_per_batch=1, progress=False)
-    )
-    many = attrflow.head_importance(
-        model, data, method="taylor", run_options=RunOptions(examples_per_batch=6, progress=False)
-    )
+    one = attrflow.head_importance(model, data, method="taylor", run=RunOptions(examples_per_batch=1, progress=False))
+    many = attrflow.head_importance(model, data, method="taylor", run=RunOptions(examples_per_batch=6, progress=False))
     assert torch.equal(one.per_example, many.per_example)
 
 
@@ -171,7 +165,7 @@ def test_examples_are_a_seeded_sample_or_the_first(model):
         sample(data, 3, selection="last")  # type: ignore[arg-type]
     # the run records dataset positions as example ids
     with pytest.warns(UserWarning, match="carry the label"):  # data[:9] is all of one class
-        importance = attrflow.head_importance(model, data[:9], method="attention", examples=4, run_options=QUIET)
+        importance = attrflow.head_importance(model, data[:9], method="attention", examples=4, run=QUIET)
     assert importance.example_ids == tuple(sample(data[:9], 4, warn_one_class=False).example_ids)
 
 
@@ -226,7 +220,7 @@ def test_correlation_and_subsets_by_hand():
 
 # ---------------------------------------------------------------------- pruning
 def test_pruning_curve_equals_one_example_at_a_time_evaluation(model, labelled):
-    attention = attrflow.head_importance(model, labelled, method="attention", examples=8, run_options=QUIET)
+    attention = attrflow.head_importance(model, labelled, method="attention", examples=8, run=QUIET)
     rankings = [attention, random_importance(model.num_layers, model.num_heads, seed=3)]
     curve = prune_curve(model, labelled, rankings, fractions=(0.0, 0.25, 0.5, 1.0), batch_size=5, progress=False)
     assert curve.methods == ("attention", "random")
@@ -310,31 +304,29 @@ def test_prune_curve_refuses_bad_input(model, labelled):
 def test_input_errors(model):
     data = make_dataset(3)
     with pytest.raises(InvalidInputError, match="method"):
-        attrflow.head_importance(model, data, method="gradient", run_options=QUIET)
+        attrflow.head_importance(model, data, method="gradient", run=QUIET)
     unlabelled_data = [dataclasses.replace(e, label=-1) for e in data]
     with pytest.raises(InvalidInputError, match="target='predicted'"):
-        attrflow.head_importance(model, unlabelled_data, method="attention", run_options=QUIET)
-    unlabelled = attrflow.head_importance(
-        model, unlabelled_data, method="attention", target="predicted", run_options=QUIET
-    )
+        attrflow.head_importance(model, unlabelled_data, method="attention", run=QUIET)
+    unlabelled = attrflow.head_importance(model, unlabelled_data, method="attention", target="predicted", run=QUIET)
     assert unlabelled.num_examples == 3
     with pytest.raises(InvalidInputError, match="live Model"):
-        attrflow.head_importance(model, data, method="taylor", run_options=RunOptions(engine="ray", progress=False))
+        attrflow.head_importance(model, data, method="taylor", run=RunOptions(engine="ray", progress=False))
     with pytest.raises(InvalidInputError, match="live Model"):
         __import__("pickle").dumps(HeadScoresTask(model))
     with pytest.raises(InvalidInputError, match="target"):
-        attrflow.head_importance(model, data, method="attention", target="gold-ish", run_options=QUIET)
+        attrflow.head_importance(model, data, method="attention", target="gold-ish", run=QUIET)
     with pytest.raises(TypeError, match="unexpected keyword argument 'step'"):
         attrflow.head_importance(model, data, method="attattr", step=3)
     gpt2 = attrflow.load_model(build("gpt2"), tokenizer=word_tokenizer())
     with pytest.raises(UnsupportedModelError, match="sequence-classification"):
-        attrflow.head_importance(gpt2, data, method="attention", run_options=QUIET)
+        attrflow.head_importance(gpt2, data, method="attention", run=QUIET)
 
 
 # ---------------------------------------------------------------------- results, page, runs
 def test_results_save_load_and_render(model, labelled, tmp_path):
     analysis = analyze_heads(
-        model, labelled, examples=4, steps=2, methods=("attattr", "attention", "random"), run_options=QUIET
+        model, labelled, examples=4, steps=2, methods=("attattr", "attention", "random"), run=QUIET
     )
     imp, curve = analysis.importances["attattr"], analysis.curve
     assert imp.settings["steps"] == 2 and imp.settings["selection"] == "random"
@@ -381,19 +373,17 @@ def test_results_save_load_and_render(model, labelled, tmp_path):
 
 def test_deprecated_spellings_give_the_same_scores(model):
     data = make_dataset(5)
-    new = attrflow.head_importance(model, data, method="attattr", examples=3, steps=2, run_options=QUIET)
+    new = attrflow.head_importance(model, data, method="attattr", examples=3, steps=2, run=QUIET)
     with pytest.warns(DeprecationWarning, match="target='label'"):
-        gold = attrflow.head_importance(
-            model, data, method="attattr", examples=3, steps=2, target="gold", run_options=QUIET
-        )
+        gold = attrflow.head_importance(model, data, method="attattr", examples=3, steps=2, target="gold", run=QUIET)
     assert gold == new and new.settings["target"] == "label"
-    with pytest.warns(DeprecationWarning, match=r"run_options=RunOptions"):
+    with pytest.warns(DeprecationWarning, match="run=attrflow.RunOptions"):
         old = attrflow.head_importance(
             model, data, method="attattr", examples=3, steps=2, progress=False, examples_per_batch=2
         )
     assert old == new
     with pytest.raises(InvalidInputError, match="not both"):
-        attrflow.head_importance(model, data, method="attattr", run_options=QUIET, progress=False)
+        attrflow.head_importance(model, data, method="attattr", run=QUIET, progress=False)
     with pytest.warns(DeprecationWarning, match="target='label'"):
         task = HeadScoresTask(model, methods=("attention",), target="gold")
     assert task.settings()["target"] == "label"
@@ -401,7 +391,7 @@ def test_deprecated_spellings_give_the_same_scores(model):
         study = analyze_heads(
             model, data, examples=3, steps=2, methods=("attention", "random"), out_dir=None, progress=False
         )
-    alone = attrflow.head_importance(model, data, method="attention", examples=3, run_options=QUIET)
+    alone = attrflow.head_importance(model, data, method="attention", examples=3, run=QUIET)
     assert study.importances["attention"] == alone
 
 

@@ -25,6 +25,7 @@ from attrflow.analysis.heads import (
     random_importance,
     ranking_names,
     register_ranking,
+    unregister_ranking,
 )
 from attrflow.analysis.heads import rankings as registry
 from attrflow.errors import InvalidInputError
@@ -61,13 +62,19 @@ class _Constant(HeadRanking):
         return np.arange(num_layers * num_heads, dtype=np.float64).reshape(num_layers, num_heads)
 
 
-def test_a_registered_ranking_is_found_everywhere(monkeypatch):
-    monkeypatch.setattr(registry, "_RANKINGS", dict(registry._RANKINGS))
-    register_ranking(_Constant())
+@pytest.fixture
+def constant_ranking():
+    register_ranking(_Constant)
+    yield get_ranking("constant")
+    unregister_ranking("constant")
+
+
+def test_a_registered_ranking_is_found_everywhere(constant_ranking):
     from attrflow.analysis import heads
 
     # METHODS and DATA_METHODS follow the registry when read from the package
     assert ranking_names()[-1] == "constant" == heads.METHODS[-1] and "constant" not in heads.DATA_METHODS
+    assert get_ranking(constant_ranking) is constant_ranking
     importance = random_importance(2, 3, method="constant")
     assert importance.order().tolist() == list(range(6)) and importance.method == "constant"
     # the command line's choices come from the registry too
@@ -77,8 +84,25 @@ def test_a_registered_ranking_is_found_everywhere(monkeypatch):
     assert "constant" in heads_cli._rankings_epilog()
     with pytest.raises(argparse.ArgumentTypeError, match="unknown 'gradient'"):
         heads_cli._methods("gradient")
-    with pytest.raises(InvalidInputError, match="HeadRanking instance"):
-        register_ranking(object())  # type: ignore[type-var]
+
+
+def test_registering_checks_the_class():
+    with pytest.raises(TypeError, match="HeadRanking"):
+        register_ranking(object)  # type: ignore[type-var]
+
+    class Nameless(HeadRanking):
+        description = "no name"
+
+    with pytest.raises(TypeError, match="name"):
+        register_ranking(Nameless)
+
+    class Impostor(_Constant):
+        name = "attattr"
+
+    with pytest.raises(InvalidInputError, match="already registered"):
+        register_ranking(Impostor)
+    assert type(get_ranking("attattr")).__name__ == "AttAttrRanking"
+    unregister_ranking("no such ranking")  # ignored
 
 
 def test_aggregation_by_hand():

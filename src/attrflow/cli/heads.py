@@ -11,7 +11,7 @@ from typing import Any
 
 from attrflow.analysis.heads.rankings import check_rankings, descriptions, ranking_names
 from attrflow.cli._common import add_attribution_options, add_model_option, positive_int
-from attrflow.cli._run_options import add_run_arguments
+from attrflow.cli._run_options import add_run_arguments, run_options_value
 from attrflow.errors import InvalidInputError
 from attrflow.validation import SELECTIONS, TARGET_RULES, target_rule
 
@@ -171,16 +171,7 @@ def load_data(name: str, split: str | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow heads``."""
     from attrflow.analysis.heads import DEFAULT_FRACTIONS, analyze_heads
-    from attrflow.runner import RunOptions
 
-    options = RunOptions(
-        out_dir=args.out,
-        engine=args.engine,
-        address=args.address,
-        num_workers=args.num_workers,
-        examples_per_batch=args.examples_per_batch,
-        progress=not args.no_progress,
-    )
     dataset = load_data(args.data, args.split)
     eval_split = args.eval_split or args.split
     eval_dataset = dataset if eval_split == args.split else load_data(args.data, eval_split)
@@ -203,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
         device=args.device,
-        run_options=options,
+        run=run_options_value(args),
     )
     written = analysis.export(args.out, figure_formats=args.figure_formats)
     print(

@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "ranking_names": "rankings",
     "list_rankings": "rankings",
     "register_ranking": "rankings",
+    "unregister_ranking": "rankings",
     "HeadScoresTask": "task",
     "TAYLOR_OBJECTIVES": "task",
     "TaylorObjective": "task",
@@ -98,6 +99,7 @@ __all__ = [
     "resolve_model",
     "score_example",
     "select_examples",
+    "unregister_ranking",
 ]
 
 if TYPE_CHECKING:
@@ -130,6 +132,7 @@ if TYPE_CHECKING:
         list_rankings,
         ranking_names,
         register_ranking,
+        unregister_ranking,
     )
     from attrflow.analysis.heads.study import HeadsAnalysis, analyze_heads, heads_demo
     from attrflow.analysis.heads.task import (

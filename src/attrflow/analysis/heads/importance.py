@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from attrflow.errors import InvalidInputError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps
 from attrflow.methods.quadrature import Rule
 from attrflow.models import Model
-from attrflow.runner import RunOptions, RunResult, open_run, run_dataset
+from attrflow.runner import RunOptions, RunResult, open_run, resolve_run_options, run_dataset
 from attrflow.storage import SCHEMA_VERSION, load_result, register_result_type, write_result
 from attrflow.validation import Selection, TargetRule, check_choice, check_fraction, target_rule
 
@@ -48,32 +47,11 @@ __all__ = [
     "head_importance",
     "pruned_count",
     "random_importance",
-    "run_options_from",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXAMPLES = 200  # the official pruning script's --num_examples
-_RUN_KEYWORDS = ("out_dir", "engine", "address", "num_workers", "examples_per_batch", "progress")
-
-
-def run_options_from(run_options: RunOptions | None, legacy: Mapping[str, Any], *, caller: str) -> RunOptions:
-    """``run_options``, or one built from the old separate keywords (``out_dir=``, ``engine=``, ...) with a
-    DeprecationWarning. Unknown keywords raise TypeError, as Python does."""
-    unknown = sorted(set(legacy) - set(_RUN_KEYWORDS))
-    if unknown:
-        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
-    if not legacy:
-        return run_options if run_options is not None else RunOptions()
-    if run_options is not None:
-        raise InvalidInputError(f"give {caller}(run_options=RunOptions(...)) or the old keywords, not both")
-    warnings.warn(
-        f"{caller}({', '.join(f'{k}=' for k in legacy)}...) is now {caller}(run_options=RunOptions(...)); the "
-        "separate keywords stop working in the next release",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return RunOptions(**legacy)
 
 
 # ---------------------------------------------------------------------- the result
@@ -402,7 +380,7 @@ def head_importance(
     top_k: int = 5,
     batch_size: int | None = None,
     device: str | None = None,
-    run_options: RunOptions | None = None,
+    run: RunOptions | None = None,
     **legacy_run_options: Any,
 ) -> HeadImportance:
     """Importance of every attention head of a classifier over ``examples`` examples of a dataset.
@@ -430,14 +408,14 @@ def head_importance(
         top_k: strongest interactions stored per example in the run table (AttAttr).
         batch_size: AttAttr interpolation rows per forward pass (memory only).
         device: device of a model loaded from a name or path.
-        run_options: where and how the per-example work runs (:class:`attrflow.runner.RunOptions`: run directory,
-            engine, progress, ...); default a temporary directory, deleted afterwards. The old separate keywords
+        run: where and how the per-example work runs (:class:`attrflow.RunOptions`: run directory, engine,
+            progress, ...); default a temporary directory, deleted afterwards. The old separate keywords
             (``out_dir=``, ``engine=``, ``examples_per_batch=``, ``progress=``, ...) still work, deprecated.
 
     Returns:
         The :class:`HeadImportance` (``[L, H]`` scores and the per-example scores).
     """
-    options = run_options_from(run_options, legacy_run_options, caller="head_importance")
+    options = resolve_run_options(run, legacy_run_options, caller="head_importance")
     ranking = get_ranking(method)
     rule_of_target = target_rule(target)
     if not ranking.needs_data:

@@ -16,7 +16,7 @@ description and its paper:
 - ``"random"``: uniform random scores from ``numpy.random.default_rng(seed)`` (the floor every ranking must beat).
 
 :func:`~attrflow.analysis.heads.head_importance`, :func:`~attrflow.analysis.heads.analyze_heads` and
-``attrflow heads`` iterate this registry; a new ranking is one :func:`register_ranking` call away. This module
+``attrflow heads`` iterate this registry; a new ranking is one class decorated with :func:`register_ranking`. This module
 imports nothing heavy (the command line builds its options from it).
 """
 
@@ -57,6 +57,7 @@ __all__ = [
     "ranking_options",
     "reference_name",
     "register_ranking",
+    "unregister_ranking",
 ]
 
 Method = str
@@ -165,23 +166,44 @@ def _grid(values: torch.Tensor) -> list[list[float]]:
 # ---------------------------------------------------------------------- the registry
 _RANKINGS: dict[str, HeadRanking] = {}
 
-_R = TypeVar("_R", bound=HeadRanking)
+_R = TypeVar("_R", bound=type[HeadRanking])
 
 
-def register_ranking(ranking: _R) -> _R:
-    """Register ``ranking`` under its name (a later registration of the same name replaces it). Returns it."""
-    if not isinstance(ranking, HeadRanking):
-        raise InvalidInputError(f"register a HeadRanking instance, got {type(ranking).__name__}")
-    _RANKINGS[ranking.name] = ranking
-    return ranking
+def register_ranking(cls: _R) -> _R:
+    """Class decorator: register (an instance of) a :class:`HeadRanking` subclass under its ``name``, like
+    :func:`attrflow.methods.registry.register_method` does for explanation methods.
+
+    Raises:
+        TypeError: not a HeadRanking subclass, or no name or one-line description.
+        InvalidInputError: another ranking is registered under the same name (unregister it first).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, HeadRanking)):
+        raise TypeError("register_ranking decorates subclasses of attrflow.analysis.heads.HeadRanking")
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not name.strip() or "," in name:
+        raise TypeError(f"{cls.__name__} needs a non-empty `name` without commas")
+    if not isinstance(getattr(cls, "description", None), str):
+        raise TypeError(f"{cls.__name__} needs a one-line `description`")
+    existing = _RANKINGS.get(name)
+    if existing is not None and type(existing) is not cls:
+        raise InvalidInputError(f"a head ranking named {name!r} is already registered ({type(existing).__name__})")
+    _RANKINGS[name] = cls()
+    return cls
 
 
-def get_ranking(name: str) -> HeadRanking:
-    """The ranking registered under ``name``.
+def unregister_ranking(name: str) -> None:
+    """Remove a registered ranking (tests and plug-ins); unknown names are ignored."""
+    _RANKINGS.pop(name, None)
+
+
+def get_ranking(name: str | HeadRanking) -> HeadRanking:
+    """The ranking registered under ``name`` (a :class:`HeadRanking` passes through).
 
     Raises:
         InvalidInputError: no such ranking (the message lists the registered names).
     """
+    if isinstance(name, HeadRanking):
+        return name
     check_choice("method", name, ranking_names())
     return _RANKINGS[name]
 
@@ -239,6 +261,7 @@ def descriptions() -> Mapping[str, str]:
 
 
 # ---------------------------------------------------------------------- the four rankings
+@register_ranking
 class AttAttrRanking(HeadRanking):
     """Hao et al.'s ranking: the mean over examples of each head's largest attribution entry."""
 
@@ -290,6 +313,7 @@ class AttAttrRanking(HeadRanking):
         return score
 
 
+@register_ranking
 class TaylorRanking(HeadRanking):
     """Michel et al.'s ranking: the expected |derivative of the loss| with respect to a gate on each head."""
 
@@ -320,6 +344,7 @@ class TaylorRanking(HeadRanking):
         return np.asarray(mean / (norm + 1e-20))
 
 
+@register_ranking
 class AttentionRanking(HeadRanking):
     """The attention baseline: the mean over examples of each head's largest attention probability."""
 
@@ -334,6 +359,7 @@ class AttentionRanking(HeadRanking):
         return lambda clean: {"attention": _grid(clean.attention)}
 
 
+@register_ranking
 class RandomRanking(HeadRanking):
     """The floor: uniform random scores from a seeded generator."""
 
@@ -346,7 +372,3 @@ class RandomRanking(HeadRanking):
 
     def scores_without_data(self, num_layers: int, num_heads: int, *, seed: int = 0) -> np.ndarray:
         return np.random.default_rng(seed).random((num_layers, num_heads))
-
-
-for _ranking in (AttAttrRanking(), TaylorRanking(), AttentionRanking(), RandomRanking()):
-    register_ranking(_ranking)

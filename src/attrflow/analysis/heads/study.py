@@ -24,7 +24,6 @@ from attrflow.analysis.heads.importance import (
     HeadImportance,
     data_importances,
     random_importance,
-    run_options_from,
 )
 from attrflow.analysis.heads.pruning import DEFAULT_FRACTIONS, DEMO_FRACTIONS, PruningCurve, prune_curve
 from attrflow.analysis.heads.rankings import (
@@ -40,7 +39,7 @@ from attrflow.errors import InvalidInputError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps
 from attrflow.methods.quadrature import Rule
 from attrflow.models import Model
-from attrflow.runner import RunOptions
+from attrflow.runner import RunOptions, resolve_run_options
 from attrflow.storage import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -340,7 +339,7 @@ def analyze_heads(
     batch_size: int | None = None,
     eval_batch_size: int = 64,
     device: str | None = None,
-    run_options: RunOptions | None = None,
+    run: RunOptions | None = None,
     **legacy_run_options: Any,
 ) -> HeadsAnalysis:
     """Head importance of several rankings and their pruning curves: the paper's §4.1–4.2 study in one call.
@@ -360,14 +359,14 @@ def analyze_heads(
         target, steps, rule, taylor_objective, top_k, batch_size, device: as in
             :func:`~attrflow.analysis.heads.head_importance`.
         eval_batch_size: rows (examples) per forward pass in the evaluation (speed only).
-        run_options: where the per-example work runs (:class:`attrflow.runner.RunOptions`); its ``out_dir`` keeps
+        run: where the per-example work runs (:class:`attrflow.RunOptions`); its ``out_dir`` keeps
             the per-example table and the pruning checkpoint (default: temporary), its ``progress`` shows the
             bars. The old separate keywords (``out_dir=``, ``engine=``, ...) still work, deprecated.
 
     Returns:
         The :class:`HeadsAnalysis`; ``.export(dir)`` writes ``heads.json``, ``heads.html`` and ``pruning.png``.
     """
-    options = run_options_from(run_options, legacy_run_options, caller="analyze_heads")
+    options = resolve_run_options(run, legacy_run_options, caller="analyze_heads")
     chosen = check_rankings("methods", ranking_names() if methods is None else methods)
     rule_of_target = target_rule(target)
     loaded = resolve_model(model, device=device)
@@ -421,5 +420,5 @@ def heads_demo(
         eval_examples=eval_examples,
         fractions=fractions,
         steps=steps,
-        run_options=RunOptions(progress=progress),
+        run=RunOptions(progress=progress),
     )
