@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attrflow._optional import require
+from attrflow.dependencies import require
 from attrflow.viz._html import diverging, esc, fmt
 
 if TYPE_CHECKING:
