@@ -32,50 +32,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import attrflow
 from attrflow.analysis.heads import HeadImportance, HeadScoresTask
 from attrflow.data import sample
 from attrflow.runner import run_dataset
-
-_LOOP: dict[str, Any] = {}
-
-
-def _replacing_attention(module, query, key, value, attention_mask, **kwargs):
-    """SDPA everywhere except the target layer, whose probabilities become the leaf α·A (official model_attr.py)."""
-    site = _LOOP["count"]
-    _LOOP["count"] += 1
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if site != _LOOP["layer"]:
-        return out, None
-    leaf = (_LOOP["alphas"].view(-1, 1, 1, 1) * _LOOP["attention"]).requires_grad_(True)
-    _LOOP["leaf"] = leaf
-    return torch.matmul(leaf, value).transpose(1, 2).contiguous(), leaf
-
-
-AttentionInterface.register("bench_runner_official", _replacing_attention)
+from attrflow.testing import naive_attattr_layers
 
 
 def official_head_scores(hf_model: Any, inputs: dict[str, torch.Tensor], label: int, steps: int) -> np.ndarray:
-    """Max attribution per head ``[L, H]`` of one example, gold-label target, left Riemann sum with ``steps``."""
-    batch = {k: v.expand(steps, *v.shape[1:]) for k, v in inputs.items()}
-    alphas = torch.arange(steps, dtype=torch.float32) / steps
-    layers = hf_model.config.num_hidden_layers
-    scores = []
-    for layer in range(layers):
-        hf_model.set_attn_implementation("eager")
-        with torch.no_grad():
-            attention = hf_model(**inputs, output_attentions=True).attentions[layer].detach()
-        hf_model.set_attn_implementation("bench_runner_official")
-        _LOOP.update(count=0, layer=layer, alphas=alphas, attention=attention)
-        probability = torch.softmax(hf_model(**batch).logits, -1)[:, label]
-        (grad,) = torch.autograd.grad(probability.sum(), _LOOP["leaf"])
-        attribution = grad.sum(0) * (attention[0] / steps)
-        scores.append(attribution.flatten(1).amax(-1))
-    hf_model.set_attn_implementation("sdpa")
-    return torch.stack(scores).numpy()
+    """Max attribution per head ``[L, H]`` of one example, gold-label target, left Riemann sum with ``steps``
+    (the official algorithm, attrflow.testing.naive_attattr_layers)."""
+    attributions, _ = naive_attattr_layers(hf_model, inputs, target=label, steps=steps, completeness=False)
+    return attributions.flatten(2).amax(-1).numpy()
 
 
 def official_loop(model: attrflow.Model, examples: list[Any], steps: int) -> np.ndarray:

@@ -458,7 +458,7 @@ def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, capsys)
 
 
 def test_heads_demo_is_small_and_summarises(model, labelled):
-    from attrflow.analysis.pruning import DEMO_FRACTIONS, heads_demo
+    from attrflow.analysis.heads import DEMO_FRACTIONS, heads_demo
 
     demo = heads_demo(model, labelled, examples=3, eval_examples=8)
     assert demo.curve.fractions == DEMO_FRACTIONS and demo.curve.num_examples == 8

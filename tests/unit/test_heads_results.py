@@ -221,9 +221,15 @@ def test_save_into_a_directory_still_exports_with_a_warning(tmp_path):
     assert (tmp_path / "new" / "pruning.svg").exists()
 
 
-def test_old_module_names_still_work():
-    import attrflow.analysis.pruning as old
+def test_old_module_names_still_work(monkeypatch):
+    import importlib
+    import sys
+
     from attrflow.analysis import heads
+
+    monkeypatch.delitem(sys.modules, "attrflow.analysis.pruning", raising=False)
+    with pytest.warns(DeprecationWarning, match="moved to attrflow.analysis.heads"):
+        old = importlib.import_module("attrflow.analysis.pruning")
 
     assert old.analyze_heads is heads.analyze_heads and old.PruningCurve is PruningCurve
     assert old.HeadsAnalysis is attrflow.HeadsAnalysis is HeadsAnalysis

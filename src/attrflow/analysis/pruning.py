@@ -1,5 +1,9 @@
-"""Head pruning curves and the whole head study, now in :mod:`attrflow.analysis.heads` (this module re-exports
-them for code written against the old layout)."""
+"""Deprecated location of the head pruning curves and the head study, now in :mod:`attrflow.analysis.heads`
+(kept one release)."""
+
+from __future__ import annotations
+
+import warnings
 
 from attrflow.analysis.heads.pruning import (
     DEFAULT_FRACTIONS,
@@ -20,3 +24,10 @@ __all__ = [
     "heads_demo",
     "prune_curve",
 ]
+
+warnings.warn(
+    "attrflow.analysis.pruning moved to attrflow.analysis.heads (or use attrflow.analyze_heads, "
+    "attrflow.prune_curve, attrflow.PruningCurve, attrflow.HeadsAnalysis)",
+    DeprecationWarning,
+    stacklevel=2,
+)

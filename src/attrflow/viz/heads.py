@@ -1,16 +1,16 @@
 """Head importance and pruning curves on screen: matplotlib figures and the sections of the heads page (inline
 SVG, no script), on the one page skeleton :mod:`attrflow.viz.page`.
 
-The renderers take data only (:class:`ImportanceGrid`, :class:`PruningChart`, built by the result classes of
-:mod:`attrflow.analysis.heads`) and compute nothing about heads: ranks, AUCs and correlations come ready.
+The renderers take data only (:class:`~attrflow.analysis.heads.views.ImportanceGrid` and
+:class:`~attrflow.analysis.heads.views.PruningChart`, built by the results' display methods) and compute nothing
+about heads: ranks, AUCs and correlations come ready.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from attrflow.viz._html import diverging, esc, fmt
 from attrflow.viz.page import render_page
@@ -20,10 +20,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from attrflow.analysis.heads.views import CurveLine, ImportanceGrid, PruningChart
+
 __all__ = [
-    "CurveLine",
-    "ImportanceGrid",
-    "PruningChart",
     "curve_svg",
     "importance_grid",
     "plot_curve",
@@ -33,52 +32,6 @@ __all__ = [
 
 # colours of curves whose ranking brings none (e.g. the keys of a custom {name: importance} dict)
 _CYCLE = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e")
-
-
-@dataclass(frozen=True)
-class ImportanceGrid:
-    """One head-importance map as shown: ``[L][H]`` scores and pruning ranks.
-
-    Attributes:
-        method: the ranking's name.
-        label: how the legend names it.
-        scores: ``[L][H]`` importance.
-        ranks: ``[L][H]`` pruning rank of each head (0 = pruned first).
-        num_examples: the examples the scores average over.
-        settings: how they were computed.
-    """
-
-    method: str
-    label: str
-    scores: Sequence[Sequence[float]]
-    ranks: Sequence[Sequence[int]]
-    num_examples: int
-    settings: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CurveLine:
-    """One ranking's pruning curve: accuracy at each fraction, its AUC, legend and colour (None: from a cycle)."""
-
-    method: str
-    label: str
-    accuracy: Sequence[float]
-    auc: float
-    colour: str | None = None
-
-
-@dataclass(frozen=True)
-class PruningChart:
-    """Pruning curves of several rankings on one model and evaluation set."""
-
-    fractions: Sequence[float]
-    num_pruned: Sequence[int]
-    lines: Sequence[CurveLine]
-    majority_accuracy: float
-    num_layers: int
-    num_heads: int
-    num_examples: int
-    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _colour(line: CurveLine, index: int) -> str:

@@ -23,6 +23,7 @@ import torch
 
 from attrflow.analysis.heads.rankings import data_ranking_names, get_ranking, label_of, ranking_options
 from attrflow.analysis.heads.task import HeadScoresTask, TaylorObjective, resolve_model
+from attrflow.analysis.heads.views import ImportanceGrid
 from attrflow.data.sampling import sample
 from attrflow.errors import InvalidInputError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from attrflow.viz.heads import ImportanceGrid
 
 __all__ = [
     "DEFAULT_EXAMPLES",
@@ -240,7 +240,6 @@ class HeadImportance:
 
     def grid(self) -> ImportanceGrid:
         """What the page and the heatmap show (:class:`attrflow.viz.heads.ImportanceGrid`)."""
-        from attrflow.viz.heads import ImportanceGrid
 
         return ImportanceGrid(
             method=self.method,

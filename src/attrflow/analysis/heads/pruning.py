@@ -26,6 +26,7 @@ import torch
 from attrflow.analysis.heads.importance import HeadImportance, pruned_count
 from attrflow.analysis.heads.rankings import colour_of, label_of
 from attrflow.analysis.heads.task import gold_label, resolve_model
+from attrflow.analysis.heads.views import CurveLine, PruningChart
 from attrflow.data.sampling import as_example
 from attrflow.errors import InvalidInputError
 from attrflow.models import Model
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from attrflow.viz.heads import PruningChart
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -125,9 +124,7 @@ class PruningCurve:
         }
 
     def chart(self) -> PruningChart:
-        """What the page and the figure show (:class:`attrflow.viz.heads.PruningChart`)."""
-        from attrflow.viz.heads import CurveLine, PruningChart
-
+        """What the page and the figure show (plain data for :mod:`attrflow.viz.heads`)."""
         auc = self.auc
         lines = [
             CurveLine(method, label_of(method), list(values), auc[method], colour_of(method))
