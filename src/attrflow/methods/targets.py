@@ -253,4 +253,7 @@ def _extended(model: Model, encoding: Encoding, ids: Sequence[int]) -> Encoding:
             f"{limit} tokens; shorten the prompt"
         )
     tensors = {"input_ids": torch.tensor([total]), "attention_mask": torch.ones(1, len(total), dtype=torch.long)}
+    if encoding.segment_ids is not None:  # the continuation stays in the prompt's last segment
+        segments = [*encoding.segment_ids, *[encoding.segment_ids[-1]] * len(ids)]
+        tensors["token_type_ids"] = torch.tensor([segments])
     return model.from_tensors(tensors)
