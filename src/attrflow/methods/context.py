@@ -304,9 +304,11 @@ class ExplainContext:
             description = f"{description} — {objective.describe(self.model)} (here p(target) reads F)"
         extra = {} if objective is None else {"objective": objective.to_dict(self.model)}
         if not torch.isfinite(scores).all():
+            half = next(self.model.model.parameters()).dtype == torch.float16
+            hint = "; float16 overflows above 65504 (in gradients too): load the model in bfloat16 or float32" if half else ""
             raise InvalidInputError(
                 f"method {method!r} gave non-finite scores for this input (NaN or infinity); the model's output or "
-                "its attention is not finite here"
+                f"its attention is not finite here{hint}"
             )
         return TokenScores(
             method=method,
