@@ -4,7 +4,8 @@ The same integral as :mod:`attrflow.methods.attribution` (``Attr(A_l) = A_l ⊙ 
 so that nothing of size L·H·n² ever exists:
 
 - Passes are streaming branching passes (:meth:`Model.run_branches` with ``stream=True``): the sites without a
-  branch run through the fused attention kernel and keep no ``[H, N, N]`` for the backward, the parameters stop
+  branch run through the fused attention kernel and keep no ``[H, N, N]``, the blocks without a branch are
+  checkpointed (recomputed in the backward: each keeps its input, not its activations), the parameters stop
   requiring grad, and a causal LM's head computes only the logits F reads.
 - Each interpolation row's gradient ``G`` at site l is reduced the moment the backward returns it: ``P = A ⊙ G``
   (float32 or wider) gives the token totals ``Σ_h Σ_i P[h, i, j]`` and head totals ``Σ_i Σ_j P[h, i, j]`` (float64),
@@ -62,17 +63,21 @@ def kept_pass_memory(
 ) -> int:
     """Estimated peak bytes of one streaming pass: row 0 and ``rows`` interpolation rows branching at ``lowest``.
 
-    Every row crosses L − lowest layers and keeps, per layer, about N·(6d + 3f) numbers for the backward (norms,
-    the fused attention's q, k, v and output, the MLP's activations; f the MLP width); the branched site holds
-    its ``[H, N, N]`` scores, probabilities and their gradients (about 5 model numbers and 2 float32 per entry
-    and row; the interpolation rows also leaves, gradients and float32 products); a causal LM's head keeps the logits of the ``reads`` positions F reads (and their gradient).
+    Every row crosses L − lowest layers; the blocks without a branch are checkpointed and keep their input, 2·N·d
+    numbers with the residual stream, for the backward, and the branched block and the one being recomputed in
+    the backward hold their activations, about N·(6d + 3f) numbers each (norms, the fused attention's q, k, v and
+    output, the MLP's; f the MLP width); the branched site holds its ``[H, N, N]`` scores, probabilities and
+    their gradients (about 5 model numbers and 2 float32 per entry and row; the interpolation rows also leaves,
+    gradients and float32 products); a causal LM's head keeps the logits of the ``reads`` positions F reads (and
+    their gradient).
     """
     hidden, inner = model_sizes(model)
     n = encoding.padded_length
     entries = model.num_heads * n * n
     size = next(model.model.parameters()).element_size()
     above = model.num_layers - lowest
-    per_row = above * n * (6 * hidden + 3 * inner) * size + entries * (5 * size + 8) + 12 * reads * model.num_outputs
+    activations = (above * 2 * hidden + 2 * (6 * hidden + 3 * inner)) * n * size
+    per_row = activations + entries * (5 * size + 8) + 12 * reads * model.num_outputs
     site = rows * entries * (2 * size + 8) + entries * (3 * size + (8 if top_k else 0))
     return int((1 + rows) * per_row + site)
 
@@ -106,6 +111,7 @@ class _KeptIntegration:
         self.tops: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.passes = 0
         self.rows_run = 0
+        self.largest = 0
 
     # ------------------------------------------------------------------ the rounds
     def run(self, chosen: tuple[int, ...]) -> Outcome:
@@ -165,17 +171,21 @@ class _KeptIntegration:
                 (limit is not None and len(chunk) >= limit)
                 or self._pass_memory(len(chunk) + 1, chunk[0].layer) > KEPT_BUDGET
             ):
-                yield chunk
+                yield self._sized(chunk)
                 chunk = []
             if not chunk:
                 self._check_one_row(row.layer)
             chunk.append(row)
         if chunk:
-            yield chunk
+            yield self._sized(chunk)
         # layers that need only α = 1 (every other point reduced): one pass of row 0 branched there
         covered = {row.layer for row in rows}
         for layer in sorted(ends - covered):
             yield [_Row(layer, 1.0, False)]
+
+    def _sized(self, chunk: list[_Row]) -> list[_Row]:
+        self.largest = max(self.largest, self._pass_memory(len(chunk), chunk[0].layer))
+        return chunk
 
     def _pass_memory(self, rows: int, lowest: int) -> int:
         reads = len(self.objective.positions or (0,))
@@ -208,7 +218,8 @@ class _KeptIntegration:
             )
             for layer, rows in by_layer.items()
         }
-        with torch.enable_grad():
+        # engaged around the backward too: the checkpointed blocks recompute with attrflow's attention in eval mode
+        with torch.enable_grad(), model.engaged():
             branched = model.run_branches(
                 self.encoding,
                 branches,
@@ -299,5 +310,5 @@ class _KeptIntegration:
             top_values=torch.stack([t[0] for t in tops]) if tops else None,
             top_indices=torch.stack([t[1] for t in tops]) if tops else None,
             top_rest=torch.stack([t[2] for t in tops]) if tops else None,
-            settings={"passes": self.passes, "rows": self.rows_run},
+            settings={"passes": self.passes, "rows": self.rows_run, "largest_pass_estimate": self.largest},
         )

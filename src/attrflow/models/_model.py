@@ -246,23 +246,34 @@ class Model:
         session.reset()
         blocks = probe.blocks if replay else None
         options: dict[str, Any] = {}
-        if stream and position is not None and self._keeps_logits():
+        if stream and position is not None and self._accepts("logits_to_keep"):
             # the LM head on the read positions only: [rows, N, vocab] logits (and their gradient) would dominate
             wanted = [position] if isinstance(position, int) else position
             options["logits_to_keep"] = torch.tensor(wanted, device=self.device)
             position = 0 if isinstance(position, int) else list(range(len(wanted)))
+        if stream and self.task == "causal-lm" and self._accepts("use_cache"):
+            options["use_cache"] = False  # no key/value cache: memory, and blocks recomputed in the backward
         with frozen_parameters(self.model) if stream else contextlib.nullcontext():
             out = run_rows(
-                self.model, inputs, session, total, blocks=blocks, plan=plan, encoder=self._encoder, options=options
+                self.model,
+                inputs,
+                session,
+                total,
+                blocks=blocks,
+                plan=plan,
+                encoder=self._encoder,
+                options=options,
+                # encoder-decoders: the decoder's blocks run every row anyway and may keep a cache; not recomputed
+                engage=self.engaged if self._encoder is None else None,
             )
         logits = self._logits(out, position)
         if logits.shape[0] != total:
             raise RuntimeError(f"expected {total} output rows, got {logits.shape[0]}")
         return logits, session
 
-    def _keeps_logits(self) -> bool:
-        """Whether the causal LM's forward takes ``logits_to_keep`` (its LM head can skip positions)."""
-        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+    def _accepts(self, option: str) -> bool:
+        """Whether the model's forward takes ``option`` (e.g. ``logits_to_keep``: its LM head can skip positions)."""
+        return option in inspect.signature(self.model.forward).parameters
 
     def _real_attentions(self, records: Sequence[torch.Tensor], encoding: Encoding) -> torch.Tensor:
         """``[L, H, n, n]``: row 0 of each recorded ``[B, H, N, N]`` restricted to the real positions."""
@@ -410,9 +421,10 @@ class Model:
                 the same backward.
             record: keep every site's clean (row 0) probabilities in :attr:`BranchPass.attentions`.
             stream: memory-bounded: the sites without a branch run fused (their probabilities are never
-                materialised, and the backward through them keeps O(N·d) per row), the parameters stop requiring
-                grad for the pass, and each branched site's clean probabilities come back in
-                :attr:`BranchPass.bases`. Same numbers up to the fused kernel's rounding.
+                materialised), the blocks without a branch are checkpointed (recomputed in the backward: it keeps
+                O(N·d) per row and block), the parameters stop requiring grad, and each branched site's clean
+                probabilities come back in :attr:`BranchPass.bases`. Same numbers up to the fused kernel's
+                rounding. Run the backward inside :meth:`engaged` (the recomputation engages by itself, at a cost).
             positions: causal LMs: logits at these real positions, ``[rows, k, C]``.
 
         Returns:
