@@ -62,7 +62,9 @@ def test_half_precision_alpha_is_not_rounded_to_the_models_type():
     _, low = _pair("llama", torch.bfloat16)
     encoding = low.prepare(example_inputs("llama", length=16))
     alpha = 0.27639320225002106  # an interior Gauss–Lobatto node
-    branched = low.run_branches(encoding, {1: torch.tensor([alpha], dtype=torch.float64)}, require_grad=True, record=True)
+    branched = low.run_branches(
+        encoding, {1: torch.tensor([alpha], dtype=torch.float64)}, require_grad=True, record=True
+    )
     assert branched.attentions is not None
     A, leaf = branched.attentions[1].float(), branched.leaves[1][0].float()
     shown = A > 1e-3
@@ -89,4 +91,6 @@ def test_every_method_runs_on_cuda_with_the_cpu_numbers(dtype):
     kept = attrflow.attribute(gpu, TEXT, steps=4, keep=attrflow.Keep(top_k=4))
     full = attrflow.attribute(gpu, TEXT, steps=4)
     assert kept.settings["peak_memory_source"] == "cuda max-allocated" and kept.settings["peak_memory"] > 0
-    torch.testing.assert_close(kept.token_totals, full.token_totals, rtol=0.05, atol=0.05 * full.token_totals.abs().max().item())
+    torch.testing.assert_close(
+        kept.token_totals, full.token_totals, rtol=0.05, atol=0.05 * full.token_totals.abs().max().item()
+    )

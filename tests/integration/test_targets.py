@@ -85,7 +85,9 @@ def test_integrated_gradients_are_complete_in_log_probability(lm, target):
     result = embedding_gradients(lm, PROMPT, target=target, steps="auto", tolerance=1e-4)
     with torch.no_grad():
         zeros = torch.zeros_like(embeddings)[None]
-        baseline = float(value(lm.model(inputs_embeds=zeros, token_type_ids=torch.zeros(zeros.shape[:2], dtype=torch.long)).logits))
+        baseline = float(
+            value(lm.model(inputs_embeds=zeros, token_type_ids=torch.zeros(zeros.shape[:2], dtype=torch.long)).logits)
+        )
     # embedding_gradients reads the logits in float32 (as for every model)
     assert result.probability == pytest.approx(f, rel=1e-6)
     assert result.baseline_probability == pytest.approx(baseline, rel=1e-6)
@@ -114,7 +116,9 @@ def test_attattr_equals_the_naive_loop_and_is_complete(lm, target, keep):
         columns = expected.sum(dim=(0, 1))
         torch.testing.assert_close(result.token_totals[row].double(), columns, rtol=1e-5, atol=1e-5 * scale)
     # F(0) of each layer, evaluated on another path: every interaction of the layer masked, no branching
-    encoding = lm.prepare({"input_ids": torch.tensor([ids]), "token_type_ids": torch.zeros(1, len(ids), dtype=torch.long)})
+    encoding = lm.prepare(
+        {"input_ids": torch.tensor([ids]), "token_type_ids": torch.zeros(1, len(ids), dtype=torch.long)}
+    )
     everything = [(i, j) for i in range(len(ids)) for j in range(len(ids))]
     for row, layer in enumerate(result.layers):
         with lm.mask_interactions({layer: everything}, encoding), torch.no_grad():
@@ -149,9 +153,13 @@ def test_blankout_equals_explicit_reevaluation(lm, target):
         changed[i] = unk
         with torch.no_grad():
             types = torch.zeros(1, len(ids), dtype=torch.long)
-            expected.append(abs(f - float(value(lm.model(input_ids=torch.tensor([changed]), token_type_ids=types).logits))))
+            expected.append(
+                abs(f - float(value(lm.model(input_ids=torch.tensor([changed]), token_type_ids=types).logits)))
+            )
     scores = attrflow.token_scores(lm, PROMPT, "blankout", target=target)
-    torch.testing.assert_close(scores.scores.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(
+        scores.scores.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-9
+    )
 
 
 def test_next_token_default_and_token_ids_are_unchanged(lm):

@@ -46,7 +46,9 @@ def test_values_from_logits_equal_the_definitions():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 11, generator=g, dtype=torch.float64)
     span = Target("span", (4, 0, 7), start=1)
-    expected = [sum(math.log(torch.softmax(logits[r, t], -1)[i].item()) for t, i in enumerate((4, 0, 7))) for r in (0, 1)]
+    expected = [
+        sum(math.log(torch.softmax(logits[r, t], -1)[i].item()) for t, i in enumerate((4, 0, 7))) for r in (0, 1)
+    ]
     torch.testing.assert_close(span.values(logits), torch.tensor(expected, dtype=torch.float64))
     last = logits[:, -1]
     contrast = Target.contrast(2, 5).values(last)

@@ -150,9 +150,7 @@ class _KeptIntegration:
     def _needed(self, layer: int, table: dict[float, float]) -> list[_Row]:
         """The layer's rows this round: α's whose reduction (or top-k contribution) is missing, grads first, then
         the α = 0 row that only gives F(0). α = 1 comes from row 0 (see ``ends``)."""
-        grads = [
-            _Row(layer, alpha, True) for alpha in sorted(table) if alpha != 1.0 and self._missing(layer, alpha)
-        ]
+        grads = [_Row(layer, alpha, True) for alpha in sorted(table) if alpha != 1.0 and self._missing(layer, alpha)]
         if layer not in self.f0 and 0.0 not in table:
             return [*grads, _Row(layer, 0.0, False)]
         return grads

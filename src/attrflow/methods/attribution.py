@@ -305,7 +305,9 @@ class AttentionAttributor:
                 "architecture": type(model.model).__name__,
                 "task": model.task,
                 "sites": [model.site_names[layer] for layer in chosen],
-                "target": "predicted" if objective.kind == "output" and objective.index == outcome.predicted else "given",
+                "target": "predicted"
+                if objective.kind == "output" and objective.index == outcome.predicted
+                else "given",
                 "objective": objective.to_dict(model),
                 "truncated": encoding.truncated,
                 "keep": keep,

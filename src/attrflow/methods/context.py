@@ -305,7 +305,11 @@ class ExplainContext:
         extra = {} if objective is None else {"objective": objective.to_dict(self.model)}
         if not torch.isfinite(scores).all():
             half = next(self.model.model.parameters()).dtype == torch.float16
-            hint = "; float16 overflows above 65504 (in gradients too): load the model in bfloat16 or float32" if half else ""
+            hint = (
+                "; float16 overflows above 65504 (in gradients too): load the model in bfloat16 or float32"
+                if half
+                else ""
+            )
             raise InvalidInputError(
                 f"method {method!r} gave non-finite scores for this input (NaN or infinity); the model's output or "
                 f"its attention is not finite here{hint}"

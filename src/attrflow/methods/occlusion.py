@@ -99,6 +99,8 @@ def blankout_values(
     values = []
     with torch.no_grad():
         for start in range(0, variants.shape[0], batch_size):
-            logits = model.run_embeddings(encoding, embed(variants[start : start + batch_size]), positions=target.positions)
+            logits = model.run_embeddings(
+                encoding, embed(variants[start : start + batch_size]), positions=target.positions
+            )
             values.append(target.values(logits).double().cpu())
     return torch.cat(values)

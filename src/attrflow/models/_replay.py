@@ -171,12 +171,14 @@ def recomputed_blocks(
         previous = block.__dict__.get("forward")
         forward = block.forward
 
-        def wrapped(*args: Any, _block: nn.Module = block, _forward: Callable[..., Any] = forward, **kwargs: Any) -> Any:
+        def wrapped(
+            *args: Any, _block: nn.Module = block, _forward: Callable[..., Any] = forward, **kwargs: Any
+        ) -> Any:
             if session.block_calls - 1 in plan or not torch.is_grad_enabled():
                 return _forward(*args, **kwargs)
             return checkpoint(quietly, _block, _forward, *args, use_reentrant=False, **kwargs)
 
-        block.forward = wrapped  # type: ignore[method-assign]
+        block.forward = wrapped
         saved.append((block, previous))
     try:
         yield
@@ -185,7 +187,7 @@ def recomputed_blocks(
             if previous is None:
                 del block.forward
             else:
-                block.forward = previous  # type: ignore[method-assign]
+                block.forward = previous
 
 
 def _flat(blocks: Sequence[nn.Module]) -> list[nn.Module]:
