@@ -795,13 +795,3 @@ class RecordedAttention:
 register_result_type(AttentionAttribution)
 register_result_type(RecordedAttention)
 register_result_type(TokenScores)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Deprecated alias of :func:`attrflow.storage.atomic_write_bytes` (kept until every caller moved)."""
-    atomic_write_bytes(path, data)
-
-
-def _save(path: Path, kind: str, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
-    """Deprecated alias of :func:`attrflow.storage.write_result` (kept until every caller moved)."""
-    return write_result(path, kind, meta, tensors)
