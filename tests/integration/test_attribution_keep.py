@@ -166,6 +166,9 @@ def test_peak_memory_is_reported_and_the_estimates_scale_as_the_memory_model_say
     model = attrflow.load_model(build("llama"))
     full = attrflow.attribute(model, example_inputs("llama"), steps=4)
     assert full.settings["peak_memory"] >= 0 and full.settings["peak_memory_source"].startswith(("rss", "cuda"))
+    for method in ("rollout", "gradient_l2"):  # every token_scores result (and explain's) carries its peak
+        scores = attrflow.token_scores(model, example_inputs("llama"), method)
+        assert scores.settings["peak_memory"] >= 0 and scores.settings["peak_memory_source"]
     encodings = {n: model.prepare({"input_ids": torch.randint(5, 20, (1, n))}) for n in (512, 1024)}
     # keep="full" grows with L·H·n²; a streaming pass with L·n·d and one branched site's H·n², so at least L times
     # less than the full tensors (here L = 3)

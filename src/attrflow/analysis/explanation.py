@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.methods.api import measured_compute
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
 from attrflow.methods.context import ExplainContext
 from attrflow.methods.quadrature import Rule
@@ -217,7 +218,7 @@ def explain(
     for method, method_options in runs:
         method.prepare(context, **method_options)
     for method, method_options in runs:
-        scores[method.name] = method.compute(context, **method_options)
+        scores[method.name] = measured_compute(method, context, **method_options)
     attribution = context.last_attribution
     tree = None
     if attribution is not None and attribution.has_full:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from attrflow.memory import PeakMemory
 from attrflow.methods.context import ExplainContext
 from attrflow.methods.registry import Method, get_method
 
@@ -14,7 +16,17 @@ if TYPE_CHECKING:
     from attrflow.models import Model
     from attrflow.results import TokenScores
 
-__all__ = ["token_scores"]
+__all__ = ["measured_compute", "token_scores"]
+
+
+def measured_compute(method: Method, context: ExplainContext, **options: Any) -> TokenScores:
+    """``method.compute(context, **options)`` with its peak memory in ``settings["peak_memory"]`` (bytes above the
+    start; ``settings["peak_memory_source"]`` says how it was measured, see :class:`attrflow.memory.PeakMemory`).
+    Work the context had cached before is not counted again."""
+    with PeakMemory(context.model.device) as measured:
+        scores = method.compute(context, **options)
+    settings = {**scores.settings, "peak_memory": measured.peak, "peak_memory_source": measured.source}
+    return replace(scores, settings=settings)
 
 
 def token_scores(
@@ -45,7 +57,7 @@ def token_scores(
 
     Returns:
         A :class:`~attrflow.TokenScores`: ``.scores`` ``[n]``, or ``[L, n]`` for per-layer methods (bottom to top),
-        ``.overall`` ``[n]``, ``.tokens``, ``.method``, ``.position``, ``.settings``.
+        ``.overall`` ``[n]``, ``.tokens``, ``.method``, ``.position``, ``.settings`` (with ``"peak_memory"``).
 
     Raises:
         InvalidInputError: an unknown method (the message lists the registered ones) or option, a bad input.
@@ -55,4 +67,4 @@ def token_scores(
     chosen.check_options(options)
     context = ExplainContext(model, inputs, target=target, position=position)
     chosen.check(context.model)
-    return chosen.compute(context, **options)
+    return measured_compute(chosen, context, **options)

@@ -86,7 +86,5 @@ class AttAttr(Method):
                 "steps_per_layer": list(result.settings.get("steps_per_layer", [])),
                 "tolerance": tolerance,
                 "keep": result.settings.get("keep", "full"),
-                "peak_memory": result.settings.get("peak_memory"),
-                "peak_memory_source": result.settings.get("peak_memory_source"),
             },
         )
