@@ -156,12 +156,12 @@ def attattr_full_estimate(shape: str, n: int, steps: int = 4) -> int:
 def attattr_kept_estimate(shape: str, n: int, rows: int = 1) -> int:
     """Peak bytes of one streaming pass branching at layer 0 by the counts (the formula of
     :func:`attrflow.methods._kept.kept_pass_memory`, float32): per row the checkpointed blocks' 5·L·n·d·4 and two
-    blocks' activations 2·n·(6d + 3f)·4, the branched site's 16·e, the logits 12·V; the interpolation rows'
+    blocks' activations 2·n·(8d + 6f)·4, the branched site's 16·e, the logits 12·V; the interpolation rows'
     gradients and products 8·e each, the clean probabilities 4·e."""
     c = counts(shape)
     hidden, inner, vocab = _widths(shape)
     entries = c["H"] * n * n
-    per_row = (c["L"] * 5 * hidden + 2 * (6 * hidden + 3 * inner)) * n * 4 + entries * 16 + 12 * vocab
+    per_row = (c["L"] * 5 * hidden + 2 * (8 * hidden + 6 * inner)) * n * 4 + entries * 16 + 12 * vocab
     return (1 + rows) * per_row + rows * entries * 8 + entries * 4
 
 

@@ -65,19 +65,20 @@ def kept_pass_memory(
 
     Every row crosses L − lowest layers; the blocks without a branch are checkpointed and keep about 5·N·d numbers
     each for the backward (their input and what the recomputation needs around it), and the branched block and
-    the one being recomputed hold their activations, about N·(6d + 3f) numbers each (norms, the fused
-    attention's q, k, v and output, the MLP's; f the MLP width); the branched site holds its ``[H, N, N]``
+    the one being recomputed hold their activations, about N·(8d + 6f) numbers each (norms, the fused
+    attention's q, k, v and output, the MLP's intermediates; f the MLP width); the branched site holds its ``[H, N, N]``
     scores and probabilities, about 3 model numbers and one float32 per entry and row, the interpolation rows
     also their gradient and float32 product, the clean probabilities one more (and the top-k buffer two float32);
     a causal LM's head keeps the logits of the ``reads`` positions F reads (and their gradient). Calibrated on
-    Qwen2-0.5B's shape at n = 1024 (float32, RSS): within 15 % at the top layer and layer 0.
+    Qwen2-0.5B's shape (float32, RSS of a fresh process): within 15 % at n = 512 to 2048, at the top layer and at
+    layer 0; a process that ran before reuses freed memory and peaks lower.
     """
     hidden, inner = model_sizes(model)
     n = encoding.padded_length
     entries = model.num_heads * n * n
     size = next(model.model.parameters()).element_size()
     above = model.num_layers - lowest
-    activations = (above * 5 * hidden + 2 * (6 * hidden + 3 * inner)) * n * size
+    activations = (above * 5 * hidden + 2 * (8 * hidden + 6 * inner)) * n * size
     per_row = activations + entries * (3 * size + 4) + 12 * reads * model.num_outputs
     site = rows * entries * (size + 4) + entries * (size + (8 if top_k else 0))
     return int((1 + rows) * per_row + site)
@@ -194,10 +195,12 @@ class _KeptIntegration:
         needed = self._pass_memory(1, lowest)
         available = available_memory(self.model.device)
         if available is not None and needed > available:
+            site = self._pass_memory(1, self.model.num_layers - 1)
             raise InvalidInputError(
-                f"one interpolation row at n={self.encoding.length} needs about {format_bytes(needed)} (every layer "
-                f"above layer {lowest} keeps N·(6d + 3f) numbers per row for the backward) but about "
-                f"{format_bytes(available)} is available; shorten the input or attribute higher layers= only"
+                f"one interpolation row at n={self.encoding.length} branching at layer {lowest} needs about "
+                f"{format_bytes(needed)} (the attributed layer's [H, n, n] for it and the clean row: about "
+                f"{format_bytes(site)}; the layers above it: the rest) but about {format_bytes(available)} is "
+                "available; shorten the input, attribute higher layers= only, or free memory"
             )
 
     # ------------------------------------------------------------------ one pass

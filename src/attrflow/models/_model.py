@@ -265,6 +265,7 @@ class Model:
                 options=options,
                 # encoder-decoders: the decoder's blocks run every row anyway and may keep a cache; not recomputed
                 engage=self.engaged if self._encoder is None else None,
+                recompute=probe.blocks,
             )
         logits = self._logits(out, position)
         if logits.shape[0] != total:

@@ -210,14 +210,15 @@ def run_rows(
     encoder: nn.Module | None,
     options: Mapping[str, Any] | None = None,
     engage: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
+    recompute: Sequence[nn.Module] = (),
 ) -> Any:
     """Run ``model`` on ``rows`` rows of the batch-1 ``inputs`` under ``session``; returns the model's output.
 
     With ``blocks`` (layer replay), only row 0 enters the model and block call k grows ``plan[k]`` rows off it, so
     the layers below a branch point run once; without, every row runs the whole model from identical inputs (same
-    numbers, more work). ``options`` go to the model's forward as they are (e.g. ``logits_to_keep``). A streaming
-    session's block calls without a branch are checkpointed (:func:`recomputed_blocks`, recomputed inside
-    ``engage()``).
+    numbers, more work). ``options`` go to the model's forward as they are (e.g. ``logits_to_keep``). With
+    ``engage``, a streaming session's calls of the ``recompute`` blocks that hold no branch are checkpointed
+    (:func:`recomputed_blocks`, recomputed inside ``engage()``).
     """
     expanded = {key: value.expand(rows, *value.shape[1:]) for key, value in inputs.items()}
     with contextlib.ExitStack() as stack:
@@ -227,9 +228,12 @@ def run_rows(
             stack.enter_context(first_row_into(encoder, rows))
         elif blocks is not None:
             expanded = dict(inputs)
+        checkpointed = session.stream and session.gate is None and not session.edits and engage is not None
         if blocks is not None:
             stack.enter_context(branching_hooks(blocks, session, plan))
-            if session.stream and session.gate is None and not session.edits and engage is not None:
-                stack.enter_context(recomputed_blocks(blocks, session, plan, engage))
+        elif checkpointed and recompute:
+            stack.enter_context(counting_hooks(recompute, session))  # which call holds a branch
+        if checkpointed and recompute and engage is not None:
+            stack.enter_context(recomputed_blocks(recompute, session, plan, engage))
         stack.enter_context(active_session(session))
         return model(**expanded, **(options or {}))
