@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -38,6 +39,7 @@ __all__ = [
     "resolve_index",
     "resolve_layers",
     "target_rule",
+    "visible_text",
 ]
 
 HeadFusion = Literal["mean", "max", "min"]
@@ -189,3 +191,14 @@ def option_spelling(spelling: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         _SPELLING.reset(token)
+
+
+# Unicode categories without visible content: controls, format characters (zero-width space and joiners, BOM,
+# direction marks), separators
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def visible_text(text: str) -> str:
+    """``text`` without whitespace, zero-width, format and control characters: what carries content. A text for
+    which this is empty is empty, whatever its length."""
+    return "".join(ch for ch in text if unicodedata.category(ch) not in _INVISIBLE and not ch.isspace())

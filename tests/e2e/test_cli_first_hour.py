@@ -339,3 +339,25 @@ def test_the_demo_shows_progress_in_its_long_steps(monkeypatch, tmp_path) -> Non
     assert seen == {"_faithfulness_page": True, "_heads_page": True, "_attack_page": True}
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     assert not any(seen.values())
+
+
+def test_every_dataset_command_and_function_samples_the_same_way_by_default() -> None:
+    """One rule: a seeded random sample (seed 0) by default everywhere; the built-in splits are sorted by label."""
+    import inspect
+
+    for command, flags in (
+        ("evaluate", ("selection",)),
+        ("heads", ("selection",)),
+        ("attack", ("mine_selection", "eval_selection")),
+    ):
+        parsed = _parse(command, "--data", "d", "--out", "o")
+        assert all(getattr(parsed, flag) == "random" for flag in flags) and parsed.seed == 0, command
+    for function in (
+        attrflow.faithfulness,
+        attrflow.head_importance,
+        attrflow.analyze_heads,
+        attrflow.mine_patterns,
+        attrflow.attack,
+    ):
+        parameters = inspect.signature(function).parameters
+        assert parameters["selection"].default == "random" and parameters["seed"].default == 0, function.__name__

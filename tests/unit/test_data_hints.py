@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import attrflow
@@ -40,7 +42,7 @@ def test_hints_use_python_keywords_from_python_and_options_from_the_command_line
         (no_label, {}, "label=NAME", "--label-column NAME"),
         (no_label, {"text": "body"}, "text=...", "--text-column NAME"),
         (mixed, {}, "label_names=[...]", "--label-names A,B,..."),
-        (odd, {}, "format='csv'", "--format csv"),
+        (odd, {}, "format='csv', 'tsv' or 'jsonl'", "--format csv"),
         ("agreement", {"label": "x"}, "label=", "--label-column"),
     ]
     for path, options, python, cli in cases:
@@ -60,3 +62,12 @@ def test_option_hint_spells_a_keyword_in_the_callers_words() -> None:
         with option_spelling({"steps": "--steps"}):
             assert option_hint("steps", "4") == "--steps 4" and option_hint("device", "x") == "--device x"
     assert option_hint("device", "'cpu'") == "device='cpu'"
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\x00\x01", "\ufeff\u200d", "   "])
+def test_a_content_free_text_in_a_file_is_refused_at_its_line(tmp_path, text: str) -> None:
+    path = tmp_path / "data.jsonl"
+    rows = [{"text": "a good film", "label": 1}, {"text": text, "label": 0}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(InvalidInputError, match=r"line 2: (empty|content-free .*) text in column"):
+        attrflow.load_dataset(path)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from attrflow.data._dataset import UNLABELLED, Dataset, Example
 from attrflow.errors import InvalidInputError
-from attrflow.validation import option_hint
+from attrflow.validation import option_hint, visible_text
 
 __all__ = ["AUTO", "FileFormat", "read_file", "resolve_split_file"]
 
@@ -171,7 +171,7 @@ def _file_format(path: Path, format: FileFormat | None) -> FileFormat:
     if found is None:
         raise InvalidInputError(
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; pass "
-            f"{option_hint('format', repr('csv'), cli='csv')} (or tsv, jsonl)"
+            + option_hint("format", "'csv', 'tsv' or 'jsonl'", cli="csv, tsv or jsonl")
         )
     return found
 
@@ -332,8 +332,9 @@ def _field(table: _Table, line: int, row: dict[Column, Any], column: Column, *, 
         raise InvalidInputError(
             f"{table.path}, line {line}: {role} column {column!r} holds a {type(value).__name__}, not text"
         )
-    if not value.strip():
-        raise InvalidInputError(f"{table.path}, line {line}: empty {role} in column {column!r}")
+    if not visible_text(value):
+        what = "empty" if not value.strip() else "content-free (only zero-width or control characters)"
+        raise InvalidInputError(f"{table.path}, line {line}: {what} {role} in column {column!r}")
     return value
 
 
@@ -393,7 +394,8 @@ def _mixed_labels(table: _Table, raw: list[str | int]) -> str:
     rest = "class names" if usual is words else "class indices"
     examples = ", ".join(repr(v) for v in list(dict.fromkeys(v for _, v in usual))[:5])
     return (
-        f"{table.path}, line {line}: label {value!r} is {kind}, but {len(usual)} of the {len(raw)} labels are {rest} "
+        f"{table.path}, line {line}: label {value!r} is {kind}, but {len(usual)} of the {len(raw)} labels "
+        f"{'is a' if len(usual) == 1 else 'are'} {rest[:-1] if len(usual) == 1 else rest} "
         f"(e.g. {examples}); write every label the same way, or pass "
         f"{option_hint('label_names', '[...]', cli='A,B,...')} to say which class is which"
     )

@@ -7,7 +7,6 @@ take the pieces they need (tokenizer, config) rather than the model wrapper.
 
 from __future__ import annotations
 
-import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.validation import visible_text
 
 SPECIAL_SEGMENT = -1
 """The segment of a special token ([CLS], [SEP], ...) in :attr:`TokenizedText.segments`."""
@@ -105,22 +105,13 @@ def max_length(model: Any, tokenizer: Any) -> int | None:
 UNKNOWN_SHARE_WARNING = 0.25
 """A text whose tokens are unknown to the tokenizer (``[UNK]``) in a larger share than this is warned about."""
 
-# Unicode categories without visible content: controls, format characters (zero-width space and joiners, BOM,
-# direction marks), separators
-_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
-
-
-def visible(text: str) -> str:
-    """``text`` without whitespace, zero-width, format and control characters (what carries content)."""
-    return "".join(ch for ch in text if unicodedata.category(ch) not in _INVISIBLE and not ch.isspace())
-
 
 def check_text(text: object, text_pair: object, *, message: str) -> None:
     """Raise when ``text`` or ``text_pair`` (if given) is not a string with visible content (only whitespace,
     zero-width or control characters count as empty); ``message`` is formatted with ``label`` (the argument's
     name) and ``value``."""
     for label, value in (("text", text), ("text_pair", text_pair)):
-        if value is not None and (not isinstance(value, str) or not visible(value)):
+        if value is not None and (not isinstance(value, str) or not visible_text(value)):
             raise InvalidInputError(message.format(label=label, value=value))
 
 
