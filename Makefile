@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the local CPU build first: an unpinned torch would pull gigabytes of CUDA packages
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev,viz,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,viz,ray,explore]"
 	touch $(STAMP)
 
 demo: $(STAMP)

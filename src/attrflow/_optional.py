@@ -7,7 +7,7 @@ from types import ModuleType
 
 from attrflow.errors import MissingDependencyError
 
-_EXTRA_OF = {"matplotlib": "viz", "ray": "ray", "networkx": "dev"}
+_EXTRA_OF = {"matplotlib": "viz", "ray": "ray", "networkx": "dev", "starlette": "explore", "uvicorn": "explore"}
 
 
 def require(module: str) -> ModuleType:

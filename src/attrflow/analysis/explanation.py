@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -81,6 +81,22 @@ class Explanation:
         from attrflow.viz.page import iframe
 
         return iframe(self.to_html())
+
+    def explore(self, *, title: str | None = None, heads: bool | Literal["auto"] = "auto", height: int = 1100) -> Any:
+        """The explorer's views of this explanation, inline (Jupyter displays it; ``.write(path)`` saves it).
+
+        The same views as ``attrflow explore`` — token scores of every method, the flow graph, heatmaps, head
+        scores, the tree — drawn from this already-computed result: no server, no network, also in a notebook's
+        exported HTML. What-if edits need the server (``attrflow explore``).
+
+        Args:
+            title: the page's heading.
+            heads: embed per-head matrices (``"auto"``: while they stay under 8 MB).
+            height: the inline frame's height in pixels.
+        """
+        from attrflow.viz.explore import explore_view
+
+        return explore_view(self, title=title, heads=heads, height=height)
 
     def write(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
         """Write the report to ``path`` and return it."""
@@ -168,6 +184,7 @@ def explain(
     rule: Rule = DEFAULT_RULE,
     tree_threshold: float = 0.4,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Explanation:
     """Explain one input with every selected registered method, ready to render.
 
@@ -182,6 +199,9 @@ def explain(
         steps, rule: the quadrature of every method that integrates (AttAttr, integrated gradients).
         tree_threshold: τ of the attribution tree (drawn when ``attattr`` runs).
         options: per-method options, e.g. ``{"rollout": {"head_fusion": "max"}}``.
+        progress: called as ``progress(method, k, total)`` before the k-th of ``total`` methods computes, and as
+            ``progress("", total, total)`` when all have; an exception it raises stops the run (the explorer
+            cancels a request this way, between methods).
     """
     chosen, named = _chosen(methods)
     threshold = check_finite("tree_threshold", tree_threshold)
@@ -204,8 +224,12 @@ def explain(
         runs.append((method, method_options))
     for method, method_options in runs:
         method.prepare(context, **method_options)
-    for method, method_options in runs:
+    for k, (method, method_options) in enumerate(runs):
+        if progress is not None:
+            progress(method.name, k, len(runs))
         scores[method.name] = method.compute(context, **method_options)
+    if progress is not None:
+        progress("", len(runs), len(runs))
     attribution = context.last_attribution
     tree = None
     if attribution is not None:
