@@ -199,7 +199,7 @@ class AttributionTree:
         Nodes are ``(layer, token)`` tuples with attributes ``text`` and ``token``; edges point from the parent
         (query) node to the child (key) node and carry ``layer``, ``score`` and ``attribution``.
         """
-        from attrflow._optional import require
+        from attrflow.dependencies import require
 
         networkx = require("networkx")
         graph = networkx.DiGraph(

@@ -19,7 +19,7 @@ def _port(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``explore`` subcommand."""
-    from attrflow.explore._limits import DEFAULT_HOST, DEFAULT_MAX_CHARS, DEFAULT_PORT
+    from attrflow.explore import DEFAULT_HOST, DEFAULT_MAX_CHARS, DEFAULT_PORT
 
     parser = subparsers.add_parser(
         "explore",

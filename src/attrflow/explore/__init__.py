@@ -61,7 +61,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'attrflow.explore' has no attribute {name!r}")
     if module == "attrflow.explore._app":  # needs the optional extra
-        from attrflow._optional import require
+        from attrflow.dependencies import require
 
         require("starlette")
     value = getattr(importlib.import_module(module), name)

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from attrflow._optional import require
+from attrflow.dependencies import require
 from attrflow.errors import InvalidInputError
 from attrflow.explore._limits import DEFAULT_HOST, DEFAULT_MAX_CHARS, DEFAULT_PORT
 from attrflow.explore._service import Explorer

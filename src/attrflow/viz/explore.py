@@ -399,24 +399,13 @@ class ExploreView:
         return f"<attrflow ExploreView: {len(self.html)} characters; display it in Jupyter or .write(path)>"
 
 
-def _defaults(
-    result: AttentionAttribution | RecordedAttention, tree: AttributionTree | None
-) -> tuple[dict[str, TokenScores], AttributionTree | None]:
-    """What the report shows for a bare result: its default token scores, and the attribution tree."""
+def _default_scores(result: AttentionAttribution | RecordedAttention) -> dict[str, TokenScores]:
+    """What the report shows for a bare result: its default token scores."""
     from attrflow.viz.report import _raw_attention, default_token_scores
 
-    if not _is_attribution(result):
-        return {"raw attention": _raw_attention(result.attentions, result.tokens, result.output_position)}, tree
-    attribution: AttentionAttribution = result  # type: ignore[assignment]
-    if tree is None:
-        from attrflow.analysis.tree import attribution_tree
-
-        root = "cls" if 0 <= attribution.output_position < len(attribution.tokens) else "top-token"
-        try:
-            tree = attribution_tree(attribution, root=root)  # type: ignore[arg-type]
-        except InvalidInputError:
-            tree = None
-    return default_token_scores(attribution), tree
+    if isinstance(result, AttentionAttribution):
+        return default_token_scores(result)
+    return {"raw attention": _raw_attention(result.attentions, result.tokens, result.output_position)}
 
 
 def explore_view(
@@ -431,7 +420,7 @@ def explore_view(
 ) -> ExploreView:
     """An :class:`ExploreView` of an explanation or of its parts (see :func:`explanation_data`)."""
     if explanation is None and result is not None and not scores:
-        scores, tree = _defaults(result, tree)
+        scores = _default_scores(result)
     data = explanation_data(explanation, result=result, scores=scores, tree=tree, encoding="auto", heads=heads)
     settings = data.get("settings") or {}
     model = settings.get("model") if isinstance(settings, Mapping) else None
