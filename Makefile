@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/attrflow demo
+	@echo
+	@echo "Explore the built-in models interactively (local, offline; Ctrl-C stops it):"
+	@echo "  HF_HUB_OFFLINE=1 $(BIN)/attrflow explore --open"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -126,7 +126,7 @@ def _until(page: Any, expression: str, arg: Any = None, timeout: float = 60) -> 
 def _wait_drawn(page: Any, generation: int) -> None:
     _until(
         page,
-        "g => { const r = document.getElementById('explore'); return Number(r.dataset.generation) >= g && !!r.dataset.drawnAt; }",
+        "g => { const r = document.getElementById('explore'); return Number(r.dataset.drawnGeneration) >= g; }",
         generation,
         timeout=180,
     )
@@ -261,7 +261,7 @@ def _readme_screenshot(page: Any, path: Path) -> None:
     """The README's picture: a demo tweet with the default methods, one word followed through the flow graph."""
     from attrflow.demo import TWEETS
 
-    page.set_viewport_size({"width": 1280, "height": 1560})
+    page.set_viewport_size({"width": 1280, "height": 1900})
     page.goto(page.url)
     page.wait_for_selector("#explore[data-state=idle]")
     page.fill("[data-testid=text]", TWEETS[0])
@@ -319,7 +319,7 @@ def test_the_inline_view_works_from_a_file_offline(browser: Browser, tmp_path: P
     browser.requests.clear()
     browser.errors.clear()
     page.goto(path.as_uri())
-    _until(page, "document.getElementById('explore').dataset.drawnAt")
+    _until(page, "document.getElementById('explore').dataset.drawnGeneration === '1'")
     chips = page.eval_on_selector_all("[data-testid=token]", "nodes => nodes.map(n => n.textContent)")
     assert chips == list(result.tokens)  # every hostile token shows as its own text
     assert page.evaluate("document.querySelectorAll('img').length") == 0 and not browser.dialogs
@@ -334,3 +334,34 @@ def test_the_inline_view_works_from_a_file_offline(browser: Browser, tmp_path: P
     assert "<svg" in svg and "&lt;/script&gt;" in svg and "&lt;img src=x" in svg and "<img" not in svg
     assert browser.errors == []
     assert all(u.startswith(("file://", "data:", "blob:")) for u in browser.requests), browser.requests
+
+
+def test_512_tokens_draw_without_one_element_per_cell(browser: Browser, tmp_path: Path):
+    n, L, H = 512, 3, 4
+    g = torch.Generator().manual_seed(5)
+    recorded = attrflow.RecordedAttention(
+        tokens=("[CLS]", *(f"w{i}" for i in range(n - 2)), "[SEP]"),
+        attentions=(torch.randn(L, H, n, n, generator=g) * 3).softmax(-1),
+        predicted=0,
+        predicted_label="a",
+        probability=0.7,
+        special_mask=(True,) + (False,) * (n - 2) + (True,),
+    )
+    path = recorded.explore().write(tmp_path / "long.html")
+    page = browser.page
+    browser.errors.clear()
+    page.goto(path.as_uri())
+    _until(page, "document.getElementById('explore').dataset.drawnGeneration === '1'", timeout=120)
+    found = page.evaluate(
+        """() => ({elements: document.querySelectorAll('*').length,
+                  edges: Number(document.querySelector('[data-testid=flow-graph]').dataset.edges),
+                  canvas: document.querySelector('[data-testid=heatmap]').width,
+                  chips: document.querySelectorAll('[data-testid=token]').length})"""
+    )
+    assert found["chips"] == n and 1 <= found["edges"] <= 4000
+    assert found["canvas"] >= n  # one canvas holds the 512 x 512 cells
+    assert found["elements"] < 20_000  # far from one element per cell (262,144)
+    page.eval_on_selector("[data-testid=threshold]", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
+    _until(page, "document.querySelector('[data-testid=flow-graph]').dataset.threshold === '0'")
+    assert int(page.get_attribute("[data-testid=flow-graph]", "data-edges")) <= 4000  # the strongest 4,000 drawn
+    assert browser.errors == []

@@ -40,6 +40,7 @@ def test_explanation_explore_inlines_the_views_with_the_results_data(explanation
     assert data["mode"] == "inline"
     assert data["result"]["tokens"] == list(explanation.tokens)
     assert list(data["result"]["methods"]) == ["attattr", "rollout", "blankout"]
+    assert [entry["name"] for entry in data["methods"]] == ["attattr", "rollout", "blankout"]  # registry facts
     assert data["result"]["methods"]["rollout"]["overall"] == explanation.to_dict()["methods"]["rollout"]["overall"]
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
     assert 'data-testid="flow-graph"' in html and "inline &lt;test&gt;" in html

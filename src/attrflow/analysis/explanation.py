@@ -53,6 +53,9 @@ class Explanation:
         tree: the attribution tree (None without ``attattr``).
         methods: the methods run.
         skipped: methods left out because they cannot explain this model, with the reason.
+        probabilities: float64 ``[C]``: the model's output probabilities on the input at the explained position
+            (every class, or the next-token distribution), from the forward pass the methods shared; None when
+            built without one.
     """
 
     result: AttentionAttribution | RecordedAttention
@@ -60,6 +63,7 @@ class Explanation:
     tree: AttributionTree | None = None
     methods: tuple[str, ...] = ()
     skipped: dict[str, str] = field(default_factory=dict)
+    probabilities: torch.Tensor | None = None
 
     @property
     def token_scores(self) -> dict[str, TokenScores]:
@@ -249,7 +253,14 @@ def explain(
         result: AttentionAttribution | RecordedAttention = attribution
     else:
         result = _recorded(context)
-    return Explanation(result=result, scores=scores, tree=tree, methods=tuple(m.name for m in chosen), skipped=skipped)
+    return Explanation(
+        result=result,
+        scores=scores,
+        tree=tree,
+        methods=tuple(m.name for m in chosen),
+        skipped=skipped,
+        probabilities=context.probabilities,
+    )
 
 
 def _recorded(context: ExplainContext) -> RecordedAttention:

@@ -324,8 +324,11 @@ class Explorer:
             options=request.options,
             progress=job.step,
         )
-        with torch.no_grad():
-            probabilities = model.predict_proba(inputs).float()
+        if explanation.probabilities is not None:
+            probabilities = explanation.probabilities.float()
+        else:
+            with torch.no_grad():
+                probabilities = model.predict_proba(inputs).float()
         top = probabilities.double().argsort(descending=True)[:_TOP_OUTPUTS].tolist()
         outputs = [
             {"index": int(i), "label": model.label_name(int(i)), "probability": float(probabilities[i])} for i in top

@@ -371,9 +371,22 @@ def render_explorer(data: Mapping[str, Any], *, title: str = "attrflow explore",
     page = Page(title, subtitle=subtitle)
     page.add(f"<style>{static_text('explore.css')}</style>")
     page.add(_body())
-    page.data.update({"mode": "inline", "result": dict(data)})
+    page.data.update({"mode": "inline", "result": dict(data), "methods": _registry_entries(data)})
     page.add_script("explore.js")
     return page.render()
+
+
+def _registry_entries(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The registry's entries of the methods in ``data`` (what the served page reads from ``/api/methods``)."""
+    from attrflow.methods.registry import get_method
+
+    entries = []
+    for name in data.get("methods", {}):
+        try:
+            entries.append(get_method(name).info().to_dict())
+        except InvalidInputError:  # a row the report derives itself ("attribution", "raw attention")
+            continue
+    return entries
 
 
 class ExploreView:

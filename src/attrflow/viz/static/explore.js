@@ -308,7 +308,7 @@
         $("x-status").textContent = message.stage ? "computing " + message.stage + " (" + (message.done + 1) +
           " of " + message.total + ")\u2026" : "explaining\u2026";
       }, controller.signal);
-      $("x-status").textContent = "done in " + fmt(result.seconds, 2) + " s" + (result.seconds < 0.002 ? " (cached)" : "");
+      $("x-status").textContent = "done in " + fmt(result.seconds, 2) + " s";
       return result;
     } catch (error) {
       if (error && error.name === "AbortError") $("x-status").textContent = "cancelled";
@@ -359,7 +359,9 @@
     var generation = state.generation;
     requestAnimationFrame(function () {
       setTimeout(function () {
-        if (generation === state.generation) ROOT.dataset.drawnAt = String(performance.now());
+        if (generation !== state.generation) return;
+        ROOT.dataset.drawnAt = String(performance.now());
+        ROOT.dataset.drawnGeneration = String(generation);
       }, 0);
     });
   }
@@ -536,6 +538,13 @@
       select.appendChild(h("option", { value: spec.key, text: spec.label }));
     });
     if (previous && select.querySelector('option[value="' + CSS.escape(previous) + '"]')) select.value = previous;
+    else {
+      // first choice: a method that explains the model's output (the registry says which), else the first listed
+      var reads = {};
+      state.methods.forEach(function (method) { reads[method.name] = method.reads_output; });
+      var explaining = sourceSpecs(state.result).filter(function (spec) { return reads[spec.key.slice(2)] && spec.key.indexOf("m:") === 0; })[0];
+      if (explaining) select.value = explaining.key;
+    }
     fillGraphHeads();
   }
 
@@ -1290,9 +1299,11 @@
     wire();
     var block = document.getElementById("attrflow-data");
     if (block) {
+      var data = JSON.parse(block.textContent);
       state.inline = true;
+      state.methods = data.methods || [];
       ROOT.classList.add("inline");
-      show(JSON.parse(block.textContent).result, false);
+      show(data.result, false);
       return;
     }
     ROOT.classList.add("served");
