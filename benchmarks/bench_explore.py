@@ -35,20 +35,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
+import httpx
+import uvicorn
+from playwright.sync_api import sync_playwright
 
-import attrflow  # noqa: E402
-from attrflow import zoo  # noqa: E402
-from attrflow.explore import Explorer, allowed_hosts, create_app  # noqa: E402
-from browsers import FLAGS, find_chromium  # noqa: E402
+import attrflow
+from attrflow import zoo
+from attrflow.explore import Explorer, allowed_hosts, create_app
+from browsers import FLAGS, find_chromium
 
 AFTER_PAINT = "() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))"
 FILLER = (
-    "the new phone is great but the battery dies fast and support never answered my emails , so i am not sure "
-    "whether to keep it or send it back before the weekend"
-).split()
+    "the", "new", "phone", "is", "great", "but", "the", "battery", "dies", "fast", "and", "support", "never",
+    "answered", "my", "emails", ",", "so", "i", "am", "not", "sure", "whether", "to", "keep", "it", "or", "send",
+    "it", "back", "before", "the", "weekend",
+)  # fmt: skip
 
 
 def serve(models: dict[str, attrflow.Model]) -> tuple[str, Any]:
