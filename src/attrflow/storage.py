@@ -52,6 +52,7 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "AttentionAttribution": "attrflow.results",
     "RecordedAttention": "attrflow.results",
     "TokenScores": "attrflow.results",
+    "AttributionTree": "attrflow.analysis.tree",
     "HeadImportance": "attrflow.analysis.heads.importance",
     "PruningCurve": "attrflow.analysis.heads.pruning",
     "HeadsAnalysis": "attrflow.analysis.heads.study",
