@@ -330,6 +330,20 @@ def test_the_inline_view_works_from_a_file_offline(browser: Browser, tmp_path: P
     _until(page, "document.querySelector('[data-testid=heatmap]').dataset.head === '1'")
     assert page.get_attribute("[data-testid=heatmap]", "data-layer") == "2"
     assert page.eval_on_selector_all("#x-tree-svg .tree-node", "n => n.length") >= 2
+    # the graph's edges are the entries over the threshold, layer by layer (unrooted: every one)
+    page.select_option("[data-testid=graph-method]", "r:attention")
+    page.click("[data-testid=graph-unroot]")
+    page.eval_on_selector(
+        "[data-testid=threshold]", "el => { el.value = '0.3'; el.dispatchEvent(new Event('input')); }"
+    )
+    _until(
+        page,
+        "document.querySelector('[data-testid=flow-graph]').dataset.threshold === '0.3' && "
+        "document.querySelector('[data-testid=flow-graph]').dataset.root === ''",
+    )
+    mean = result.attentions.double().mean(dim=1)
+    relative = mean / mean.flatten(1).amax(dim=1).view(-1, 1, 1)
+    assert int(page.get_attribute("[data-testid=flow-graph]", "data-edges")) == int((relative >= 0.3).sum())
     svg = _download(page, "[data-testid=export-svg][data-view=heatmap]").decode("utf-8")
     assert "<svg" in svg and "&lt;/script&gt;" in svg and "&lt;img src=x" in svg and "<img" not in svg
     assert browser.errors == []

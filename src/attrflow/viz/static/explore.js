@@ -561,42 +561,59 @@
     select.disabled = !heads;
   }
 
-  function graphEdges(source, threshold) {
-    var n = source.n, K = source.mats.length, scales = [], total = 0, signed = false;
+  // every nonzero entry of a source's matrices, bucketed by |weight| / its layer's largest into 1025 bins (a
+  // counting sort, once per source): a threshold then costs only the edges it keeps, also at 512 tokens
+  function ranked(source) {
+    if (source.ranked) return source.ranked;
+    var size = source.n * source.n, scales = [], signed = false, counts = new Uint32Array(1026);
     source.mats.forEach(function (mat) {
       var best = 0;
       for (var q = 0; q < mat.length; q++) { var a = Math.abs(mat[q]); if (a > best) best = a; if (mat[q] < 0) signed = true; }
       scales.push(best);
     });
-    // how many pass, in 1024 bins above the threshold, so that at most MAX_EDGES strongest are drawn
-    var bins = new Uint32Array(1025);
+    function bin(k, q) { return Math.min(1024, Math.floor(Math.abs(source.mats[k][q]) / scales[k] * 1024)); }
     source.mats.forEach(function (mat, k) {
-      var scale = scales[k];
-      if (!(scale > 0)) return;
-      for (var q = 0; q < mat.length; q++) {
-        var w = Math.abs(mat[q]) / scale;
-        if (w >= threshold && w > 0) { total += 1; bins[Math.min(1024, Math.floor(w * 1024))] += 1; }
-      }
+      if (!(scales[k] > 0)) return;
+      for (var q = 0; q < mat.length; q++) if (mat[q] !== 0) counts[bin(k, q) + 1] += 1;
     });
-    var cutoff = threshold, kept = 0;
-    if (total > MAX_EDGES) {
-      for (var b = 1024; b >= 0; b--) {
-        if (kept + bins[b] > MAX_EDGES) { cutoff = (b + 1) / 1024; break; }
-        kept += bins[b];
+    for (var c = 1; c < counts.length; c++) counts[c] += counts[c - 1];
+    var order = new Uint32Array(counts[1025]), fill = counts.slice(0, 1025);
+    source.mats.forEach(function (mat, k) {
+      if (!(scales[k] > 0)) return;
+      for (var q = 0; q < mat.length; q++) if (mat[q] !== 0) order[fill[bin(k, q)]++] = k * size + q;
+    });
+    source.ranked = { order: order, starts: counts, scales: scales, signed: signed };
+    return source.ranked;
+  }
+
+  function graphEdges(source, threshold) {
+    var n = source.n, size = n * n, K = source.mats.length, rank = ranked(source), edges = [], total = 0;
+    var lowest = Math.min(1024, Math.floor(threshold * 1024)), cutoff = threshold;
+    function take(b, limit) {
+      for (var p = rank.starts[b]; p < rank.starts[b + 1] && edges.length < limit; p++) {
+        var at = rank.order[p], k = Math.floor(at / size), q = at - k * size, value = source.mats[k][q];
+        var w = Math.abs(value) / rank.scales[k];
+        if (w >= threshold) edges.push({ k: k, i: Math.floor(q / n), j: q % n, value: value, w: w });
       }
     }
-    var edges = [];
-    source.mats.forEach(function (mat, k) {
-      var scale = scales[k];
-      if (!(scale > 0)) return;
-      for (var i = 0; i < n; i++) {
-        for (var j = 0; j < n; j++) {
-          var value = mat[i * n + j], w = Math.abs(value) / scale;
-          if (w >= cutoff && w >= threshold && w > 0) edges.push({ k: k, i: i, j: j, value: value, w: w });
+    for (var b = 1024; b >= lowest; b--) {
+      var count = rank.starts[b + 1] - rank.starts[b];
+      if (b === lowest) {
+        for (var p = rank.starts[b]; p < rank.starts[b + 1]; p++) {
+          var at = rank.order[p], k = Math.floor(at / size);
+          if (Math.abs(source.mats[k][at - k * size]) / rank.scales[k] >= threshold) total += 1;
         }
+      } else {
+        total += count;
       }
-    });
-    return { edges: edges, total: total, cutoff: cutoff, signed: signed, K: K };
+    }
+    // the strongest first, whole bins at a time, until MAX_EDGES would be passed
+    for (var top = 1024; top >= lowest; top--) {
+      var inBin = rank.starts[top + 1] - rank.starts[top];
+      if (edges.length && edges.length + inBin > MAX_EDGES) { cutoff = Math.max(threshold, (top + 1) / 1024); break; }
+      take(top, MAX_EDGES);
+    }
+    return { edges: edges, total: total, cutoff: cutoff, signed: rank.signed, K: K };
   }
 
   // nodes are (row, token); row 0 is the input, row k+1 the output of matrix layer k
