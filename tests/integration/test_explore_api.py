@@ -423,6 +423,24 @@ def test_a_running_request_is_shared_by_identical_requests(explorer, gate):
     assert first.future.result(timeout=10) is again.future.result(timeout=10)
 
 
+def test_closing_answers_waiting_requests_at_once_and_refuses_new_ones(models, gate):
+    explorer = Explorer({"bert": models["bert"]})
+    running = explorer.submit(_request("the long film"))
+    waiting = explorer.submit(_request("the next film"))
+    assert gate.entered.acquire(timeout=10)
+    explorer.close()
+    for job in (running, waiting):
+        with pytest.raises(JobCancelledError, match="shutting down"):
+            job.future.result(timeout=1)  # answered while the method still runs
+    assert explorer.join(timeout=0.2) is False  # the running method finishes first
+    late = explorer.submit(_request("a late film"))
+    with pytest.raises(JobCancelledError):
+        late.future.result(timeout=1)
+    gate.release.set()
+    assert explorer.join(timeout=10) is True
+    assert gate.entered.acquire(timeout=0.5) is False  # the waiting job never ran
+
+
 def test_the_cache_is_bounded_in_bytes(models):
     explorer = Explorer({"bert": models["bert"]}, cache_bytes=1)
     try:

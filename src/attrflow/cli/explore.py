@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from attrflow.cli._common import positive_int
 
@@ -78,5 +80,8 @@ def run(args: argparse.Namespace) -> int:
         ready=ready,
         say=lambda line: print(line, flush=True),
     )
-    print(f"attrflow explore: stopped{f' ({stopped})' if stopped else ''}", flush=True)
+    print(f"attrflow explore: stopped{f' ({stopped.signal})' if stopped.signal else ''}", flush=True)
+    if stopped.busy:  # a torch operation still runs in a daemon thread: interpreter shutdown would abort under it
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "allowed_hosts": "attrflow.explore._server",
     "load_models": "attrflow.explore._server",
     "serve": "attrflow.explore._server",
+    "Stopped": "attrflow.explore._server",
     "create_app": "attrflow.explore._app",
     "decode_array": "attrflow.viz.explore",
     "explanation_data": "attrflow.viz.explore",
@@ -51,7 +52,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_CHARS", "DEFAULT_PORT", *sorted(_EXPORTS
 if TYPE_CHECKING:
     from attrflow.explore._app import create_app
     from attrflow.explore._request import ExplainRequest, RequestError, parse_explain_request
-    from attrflow.explore._server import allowed_hosts, load_models, serve
+    from attrflow.explore._server import Stopped, allowed_hosts, load_models, serve
     from attrflow.explore._service import Computed, Explorer, Job, JobCancelledError
     from attrflow.viz.explore import decode_array, explanation_data
 

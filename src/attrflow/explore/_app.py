@@ -172,67 +172,64 @@ def _failure(error: BaseException) -> tuple[int, str]:
     if isinstance(error, RequestError):
         return error.status, error.message
     if isinstance(error, JobCancelledError):
-        return 409, "the request was cancelled"
+        return 409, f"the request was cancelled ({error})"
     if isinstance(error, AttrflowError):
         return 422, str(error)
     logger.error("explore: computation failed", exc_info=error)
     return 500, f"internal error ({type(error).__name__}); see the server's log"
 
 
-def create_app(explorer: Explorer, *, hosts: Iterable[str], max_chars: int = DEFAULT_MAX_CHARS) -> ASGIApp:
-    """The explorer as an ASGI app.
+class _Endpoints:
+    """The routes' handlers, over one explorer."""
 
-    Args:
-        explorer: the models and their workers.
-        hosts: the host names a request's Host header may carry (the bound host; loopback names for a loopback
-            bind).
-        max_chars: the most characters of input text (text plus pair) a request may carry.
-    """
-    names = list(explorer.models)
+    def __init__(self, explorer: Explorer, max_chars: int) -> None:
+        self.explorer = explorer
+        self.names = list(explorer.models)
+        self.max_chars = max_chars
 
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         return HTMLResponse(app_page(), headers={"cache-control": "no-store"})
 
-    async def static(request: Request) -> Response:
+    async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _STATIC:
             return _error(404, f"no static file {name!r}")
         return Response(static_text(name), media_type=_STATIC[name], headers={"cache-control": "no-cache"})
 
-    async def models(request: Request) -> Response:
-        return _json(explorer.models_info())
+    async def models(self, request: Request) -> Response:
+        return _json(self.explorer.models_info())
 
-    async def methods(request: Request) -> Response:
-        return _json(explorer.methods_info())
+    async def methods(self, request: Request) -> Response:
+        return _json(self.explorer.methods_info())
 
-    async def explain(request: Request) -> Response:
-        checked = parse_explain_request(await _body(request), models=names, max_chars=max_chars)
-        job = explorer.submit(checked)
+    async def explain(self, request: Request) -> Response:
+        checked = parse_explain_request(await _body(request), models=self.names, max_chars=self.max_chars)
+        job = self.explorer.submit(checked)
         if "application/x-ndjson" in request.headers.get("accept", ""):
             return StreamingResponse(
-                _stream(job, checked.heads, checked.encoding, explorer), media_type="application/x-ndjson"
+                _stream(job, checked.heads, checked.encoding, self.explorer), media_type="application/x-ndjson"
             )
         try:
             computed = await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
-            explorer.cancel(job.id)  # the client went away
+            self.explorer.cancel(job.id)  # the client went away
             raise
         except Exception as exc:
             return _error(*_failure(exc))
         body = await asyncio.to_thread(_payload, computed, checked.heads, checked.encoding)
-        explorer.trim()
+        self.explorer.trim()
         return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
-    async def job_status(request: Request) -> Response:
-        job = explorer.job(request.path_params["job"])
+    async def job(self, request: Request) -> Response:
+        job = self.explorer.job(request.path_params["job"])
         if job is None:
             return _error(404, "no such job (finished jobs are forgotten after a while)")
         if request.method == "DELETE":
-            explorer.cancel(job.id)
+            self.explorer.cancel(job.id)
         return _json(job.status())
 
-    async def heads(request: Request) -> Response:
-        computed = explorer.computed(request.path_params["result"])
+    async def heads(self, request: Request) -> Response:
+        computed = self.explorer.computed(request.path_params["result"])
         if computed is None:
             return _error(404, "this result is no longer cached; explain the input again")
         query = request.query_params
@@ -244,60 +241,69 @@ def create_app(explorer: Explorer, *, hosts: Iterable[str], max_chars: int = DEF
         encoding = query.get("encoding", "float16")
         if encoding not in ("float32", "float16", "lists"):
             return _error(422, "encoding must be float32, float16 or lists")
-        block = head_block(
-            computed.explanation.result,
-            query.get("kind", "attention"),
-            layer=layer,
-            head=head,
-            encoding=encoding,  # type: ignore[arg-type]
-        )
+        kind = query.get("kind", "attention")
+        block = head_block(computed.explanation.result, kind, layer=layer, head=head, encoding=encoding)  # type: ignore[arg-type]
         return _json(block)
 
-    async def report(request: Request) -> Response:
-        computed = explorer.computed(request.path_params["result"])
+    async def report(self, request: Request) -> Response:
+        computed = self.explorer.computed(request.path_params["result"])
         if computed is None:
             return _error(404, "this result is no longer cached; explain the input again")
         html = await asyncio.to_thread(computed.explanation.to_html, title=f"attrflow — {computed.request.model}")
         disposition = f'attachment; filename="attrflow-{computed.request.key()[:8]}.html"'
         return HTMLResponse(html, headers={"content-disposition": disposition, "cache-control": "no-store"})
 
-    async def request_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestError)
-        return _error(exc.status, exc.message)
 
-    async def attrflow_error(request: Request, exc: Exception) -> Response:
-        return _error(422, str(exc))
+async def _request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return _error(exc.status, exc.message)
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, str(exc.detail))
 
-    async def server_error(request: Request, exc: Exception) -> Response:
-        logger.error("explore: %s %s failed", request.method, request.url.path, exc_info=exc)
-        return _error(500, f"internal error ({type(exc).__name__}); see the server's log")
+async def _attrflow_error(request: Request, exc: Exception) -> Response:
+    return _error(422, str(exc))
 
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, str(exc.detail))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.error("explore: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+
+def create_app(explorer: Explorer, *, hosts: Iterable[str], max_chars: int = DEFAULT_MAX_CHARS) -> ASGIApp:
+    """The explorer as an ASGI app.
+
+    Args:
+        explorer: the models and their workers.
+        hosts: the host names a request's Host header may carry (the bound host; loopback names for a loopback
+            bind).
+        max_chars: the most characters of input text (text plus pair) a request may carry.
+    """
+    endpoints = _Endpoints(explorer, max_chars)
     routes = [
-        Route("/", page),
-        Route("/static/{name}", static),
-        Route("/api/models", models),
-        Route("/api/methods", methods),
-        Route("/api/explain", explain, methods=["POST"]),
-        Route("/api/jobs/{job}", job_status, methods=["GET", "DELETE"]),
-        Route("/api/heads/{result}", heads),
-        Route("/api/report/{result}", report),
+        Route("/", endpoints.page),
+        Route("/static/{name}", endpoints.static),
+        Route("/api/models", endpoints.models),
+        Route("/api/methods", endpoints.methods),
+        Route("/api/explain", endpoints.explain, methods=["POST"]),
+        Route("/api/jobs/{job}", endpoints.job, methods=["GET", "DELETE"]),
+        Route("/api/heads/{result}", endpoints.heads),
+        Route("/api/report/{result}", endpoints.report),
     ]
     app = Starlette(
         routes=routes,
         exception_handlers={
-            RequestError: request_error,
-            AttrflowError: attrflow_error,
-            HTTPException: http_error,
-            Exception: server_error,
+            RequestError: _request_error,
+            AttrflowError: _attrflow_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
         },
         lifespan=_lifespan(explorer),
     )
-    max_body = 4 * max_chars + 65_536
-    return _Guard(app, hosts=hosts, max_body=max_body)
+    return _Guard(app, hosts=hosts, max_body=4 * max_chars + 65_536)
 
 
 def _lifespan(explorer: Explorer) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:

@@ -9,6 +9,7 @@ import socket
 import threading
 import webbrowser
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,11 +20,25 @@ from attrflow.explore._limits import DEFAULT_HOST, DEFAULT_MAX_CHARS, DEFAULT_PO
 from attrflow.explore._service import Explorer
 from attrflow.models import Model, load_model
 
-__all__ = ["allowed_hosts", "load_models", "serve"]
+__all__ = ["Stopped", "allowed_hosts", "load_models", "serve"]
 
 logger = logging.getLogger(__name__)
 
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How :func:`serve` ended.
+
+    Attributes:
+        signal: the signal that stopped it (``"SIGINT"``, ``"SIGTERM"``), or None.
+        busy: a method was still computing in a worker thread (a daemon): exit the process without waiting for it
+            (``os._exit``), since interpreter shutdown under a running torch operation aborts.
+    """
+
+    signal: str | None
+    busy: bool
 
 
 def load_models(
@@ -100,7 +115,7 @@ def serve(
     device: str | None = None,
     ready: Callable[[str], None] | None = None,
     say: Callable[[str], None] = logger.info,
-) -> str | None:
+) -> Stopped:
     """Serve the explorer until Ctrl-C or SIGTERM, then stop cleanly (cancelling running work).
 
     Args:
@@ -116,7 +131,7 @@ def serve(
         say: progress lines while loading.
 
     Returns:
-        The name of the signal that stopped the server ("SIGINT", "SIGTERM"), or None.
+        How it stopped (:class:`Stopped`).
     """
     uvicorn = require("uvicorn")
     require("starlette")
@@ -139,6 +154,7 @@ def serve(
         access_log=False,
     )
     server = _Server(config)
+    server.on_exit = explorer.close
     if ready is not None:
         ready(url)
     if open_browser:
@@ -148,7 +164,10 @@ def serve(
     finally:
         explorer.close()
         sock.close()
-    return None if server.stopped_by is None else signal.Signals(server.stopped_by).name
+    busy = not explorer.join(timeout=2)
+    if busy:
+        logger.warning("explore: a method was still computing at shutdown; its result is dropped")
+    return Stopped(None if server.stopped_by is None else signal.Signals(server.stopped_by).name, busy)
 
 
 def _server_class() -> Any:
@@ -159,10 +178,13 @@ def _server_class() -> Any:
         clean; the command exits 0)."""
 
         stopped_by: int | None = None
+        on_exit: Callable[[], None] | None = None
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if self.stopped_by is None:
                 self.stopped_by = sig
+                if self.on_exit is not None:  # answer the waiting requests now (off the signal handler: it locks)
+                    threading.Thread(target=self.on_exit, daemon=True).start()
             if bool(getattr(self, "should_exit", False)) and sig == signal.SIGINT:
                 self.force_exit = True
             else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -138,6 +139,17 @@ class Job:
         }
 
 
+def _settle(job: Job, *, result: Computed | None = None, error: BaseException | None = None) -> None:
+    """Resolve a job's future once (shutdown may have answered it already)."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)  # type: ignore[arg-type]
+    if job.finished is None:
+        job.finished = time.monotonic()
+
+
 class _Worker:
     """One daemon thread running one model's jobs in order (one forward at a time per model)."""
 
@@ -153,12 +165,20 @@ class _Worker:
     def stop(self) -> None:
         self._queue.put(None)
 
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _loop(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
                 return
-            self._run(job)
+            if not job.future.done():  # not answered already (cancelled at shutdown)
+                self._run(job)
 
 
 class Explorer:
@@ -181,6 +201,7 @@ class Explorer:
         self._cache: collections.OrderedDict[str, Computed] = collections.OrderedDict()
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
+        self._closed = False
         self._workers = {name: _Worker(name, self._run) for name in self.models}
 
     # ------------------------------------------------------------------ descriptions
@@ -230,6 +251,9 @@ class Explorer:
             if running is not None and not running.cancel_event.is_set():
                 return running
             job = Job(id=uuid.uuid4().hex[:16], key=key, request=request)
+            if self._closed:
+                job.future.set_exception(JobCancelledError("the explorer is shutting down"))
+                return job
             self._jobs[job.id] = job
             self._forget_old_jobs()
             computed = self._cache.get(key)
@@ -269,13 +293,24 @@ class Explorer:
             self._evict()
 
     def close(self) -> None:
-        """Cancel every job and stop the workers (their threads are daemons: a running method cannot block exit)."""
+        """Cancel every job — their requests are answered at once — and stop the workers after the method each is in
+        (see :meth:`join`)."""
         with self._lock:
-            jobs = list(self._running.values())
+            self._closed = True
+            jobs = [job for job in self._jobs.values() if not job.future.done()]
         for job in jobs:
             job.cancel_event.set()
+            _settle(job, error=JobCancelledError("the explorer is shutting down"))
         for worker in self._workers.values():
             worker.stop()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the workers to stop; whether they all have. (A method that is running
+        finishes first; the threads are daemons, so a process may also exit without waiting.)"""
+        deadline = time.monotonic() + timeout
+        for worker in self._workers.values():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(worker.alive for worker in self._workers.values())
 
     def _forget_old_jobs(self) -> None:
         finished = [job_id for job_id, job in self._jobs.items() if job.future.done()]
@@ -301,14 +336,14 @@ class Explorer:
                 self._running.pop(job.key, None)
             if not isinstance(exc, (JobCancelledError, InvalidInputError)):
                 logger.debug("explore job %s failed", job.id, exc_info=True)
-            job.future.set_exception(exc)
+            _settle(job, error=exc)
             return
         job.finished = time.monotonic()
         with self._lock:
             self._running.pop(job.key, None)
             self._cache[job.key] = computed
             self._evict()
-        job.future.set_result(computed)
+        _settle(job, result=computed)
 
     def _compute(self, job: Job) -> Computed:
         request = job.request
