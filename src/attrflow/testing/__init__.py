@@ -12,6 +12,7 @@ from attrflow.testing._oracle import naive_attattr
 from attrflow.testing._tiny import (
     ARCHITECTURES,
     ENCODER_DECODERS,
+    EXTRA_ARCHITECTURES,
     SPECIALS,
     VOCAB,
     WORDS,
@@ -23,6 +24,7 @@ from attrflow.testing._tiny import (
 __all__ = [
     "ARCHITECTURES",
     "ENCODER_DECODERS",
+    "EXTRA_ARCHITECTURES",
     "SPECIALS",
     "VOCAB",
     "WORDS",
