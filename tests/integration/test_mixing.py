@@ -369,10 +369,21 @@ def test_block_tensors_reconstruct_the_block(models):
     """Σ_j R_ij + b_O is the LN1 input (post-norm) resp. the residual stream after attention (pre-norm)."""
     for arch in ("bert", "qwen2"):
         model = models[arch]
-        for layer in model.block_tensors(model.prepare(TEXT)):
+        for layer in model.block_tensors(model.prepare(TEXT)).layers:
             mixed = layer.mixed().sum(dim=1) + layer.inputs.double() + layer.out_bias.double()
             target = layer.norm1.inputs if layer.layout == "post-norm" else layer.norm2.inputs
             torch.testing.assert_close(mixed, target.double(), rtol=1e-9, atol=1e-10)
+
+
+def test_the_capture_passes_record_what_record_gives(models):
+    """The passes seed the context's recording (no second forward): they must be the recording."""
+    for arch in ("bert", "llama"):
+        model = models[arch]
+        encoding = model.prepare(TEXT)
+        expected = model.record(encoding)
+        for recording in (model.block_tensors(encoding).recording, model.block_calls(encoding).recording):
+            torch.testing.assert_close(recording.logits, expected.logits, rtol=0, atol=0)
+            torch.testing.assert_close(recording.attentions, expected.attentions, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------------------ the result

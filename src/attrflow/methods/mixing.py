@@ -253,7 +253,8 @@ def _compute(context: ExplainContext, method: MixingMethod, top: int, batch_size
         matrices = _value_zeroing(context, top, batch_size)
     else:
         tensors = context.shared("block_tensors", lambda: model.block_tensors(context.encoding))
-        matrices = torch.stack([mixing_matrix(tensors[layer], method) for layer in range(top + 1)])
+        context.shared("recording", lambda: tensors.recording)  # the same pass as model.record: no second forward
+        matrices = torch.stack([mixing_matrix(tensors.layers[layer], method) for layer in range(top + 1)])
     layouts = model.block_structure().layouts
     return _AllLayers(context, method, matrices, layouts[0] if len(set(layouts)) == 1 else ",".join(layouts))
 
@@ -263,6 +264,7 @@ def _value_zeroing(context: ExplainContext, top: int, batch_size: int | None) ->
     (or in chunks of ``batch_size``)."""
     model, n = context.model, context.n
     calls = model.block_calls(context.encoding)
+    context.shared("recording", lambda: calls.recording)  # the same pass as model.record: no second forward
     rows = batch_size or _auto_batch_size(model, context)
     out = torch.empty(top + 1, n, n, dtype=torch.float64)
     for layer in range(top + 1):

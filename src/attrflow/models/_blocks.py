@@ -27,7 +27,8 @@ refused with the reason, never answered with numbers that do not add up.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +39,21 @@ from attrflow.errors import UnsupportedModelError
 from attrflow.flow.mixing import LayerTensors, Layout, Norm
 from attrflow.models._encoding import Encoding
 from attrflow.models._interface import Session, active_session
+from attrflow.models._passes import Recording
 from attrflow.models._replay import candidate_blocks
 
 if TYPE_CHECKING:
     from attrflow.models._model import Model
 
-__all__ = ["BlockCalls", "BlockStructure", "block_tensors", "capture_calls", "probe_blocks", "run_block"]
+__all__ = [
+    "BlockCalls",
+    "BlockStructure",
+    "BlockTensors",
+    "block_tensors",
+    "capture_calls",
+    "probe_blocks",
+    "run_block",
+]
 
 _HIDDEN_KEYS = ("hidden_states", "x", "hidden_state")
 _EPS_ATTRIBUTES = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps")
@@ -331,6 +341,21 @@ def _out_projection(inside: Sequence[_Call], concatenated: torch.Tensor, width: 
     return call
 
 
+_AFFINE: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, torch.Tensor, torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def cached_affine_map(module: nn.Module, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`affine_map`, probed again only when the module's parameters changed (storage or in-place version)."""
+    key = (width, like.dtype, like.device, tuple((p.data_ptr(), p._version) for p in module.parameters()))
+    cached = _AFFINE.get(module)
+    if cached is None or cached[0] != key:
+        cached = (key, *affine_map(module, width, like))
+        _AFFINE[module] = cached
+    return cached[1], cached[2]
+
+
 def affine_map(module: nn.Module, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W [width, d], b [d])`` with ``module(z) = z W + b``, read by probing: ``b = module(0)``,
     ``W = module(I) − b`` (works for ``nn.Linear``, GPT-2's ``Conv1D`` and any other affine module)."""
@@ -391,12 +416,14 @@ class BlockCalls:
     Attributes:
         encoding: the input.
         calls: per layer, the recorded call (private).
+        recording: the same pass as :meth:`Model.record` gives it (logits and attention).
         gate: the head gate in force during the pass (applied again on reruns).
         edits: the interaction masks in force during the pass (applied again on reruns).
     """
 
     encoding: Encoding
     calls: tuple[Any, ...]
+    recording: Recording
     gate: torch.Tensor | None = None
     edits: Mapping[int, torch.Tensor] = field(default_factory=dict)
 
@@ -409,15 +436,21 @@ class BlockCalls:
 
 def capture_calls(wrapper: Model, encoding: Encoding, blocks: Sequence[tuple[nn.Module, int]]) -> BlockCalls:
     """One clean pass of ``encoding`` keeping every layer's block call (inputs, keyword arguments, output)."""
-    session = Session()
+    session = Session(record=True)
     recorder = _Recorder(session)
     with wrapper.engaged(), torch.no_grad(), recorder.installed([b for b, _ in blocks], []):
-        wrapper._forward(encoding.inputs, session, position=wrapper._position(encoding))
+        logits = wrapper._forward(encoding.inputs, session, position=wrapper._position(encoding))
     per_module: dict[int, list[_Call]] = {}
     for call in recorder.blocks:
         per_module.setdefault(id(call.module), []).append(call)
     calls = tuple(per_module[id(block)][k] for block, k in blocks)
-    return BlockCalls(encoding=encoding, calls=calls, gate=session.gate, edits=dict(session.edits))
+    recording = _recording(wrapper, encoding, logits, session)
+    return BlockCalls(encoding, calls, recording, gate=session.gate, edits=dict(session.edits))
+
+
+def _recording(wrapper: Model, encoding: Encoding, logits: torch.Tensor, session: Session) -> Recording:
+    attentions = wrapper._real_attentions(session.records, encoding)
+    return Recording(encoding=encoding, logits=logits[0].detach().cpu(), attentions=attentions.float().cpu())
 
 
 def run_block(wrapper: Model, calls: BlockCalls, layer: int, positions: Sequence[int]) -> torch.Tensor:
@@ -476,7 +509,20 @@ def _rerun(call: _Call, site: int, zeroed: torch.Tensor, session: Session) -> to
     return out
 
 
-def block_tensors(wrapper: Model, encoding: Encoding, structure: BlockStructure) -> tuple[LayerTensors, ...]:
+@dataclass(frozen=True, eq=False)
+class BlockTensors:
+    """What the norm-based measures read from every layer of one input, and the pass's recording.
+
+    Attributes:
+        layers: per layer the :class:`~attrflow.flow.mixing.LayerTensors` over the real positions.
+        recording: the same pass as :meth:`Model.record` gives it (logits and attention).
+    """
+
+    layers: tuple[LayerTensors, ...]
+    recording: Recording
+
+
+def block_tensors(wrapper: Model, encoding: Encoding, structure: BlockStructure) -> BlockTensors:
     """One pass of ``encoding`` keeping what the norm-based measures read from every layer (real positions only)."""
     algebra = structure.algebra
     assert algebra is not None
@@ -485,9 +531,9 @@ def block_tensors(wrapper: Model, encoding: Encoding, structure: BlockStructure)
     watched = [m for a in algebra for m in (a.norm2.module, *([a.norm1.module] if a.norm1 else []))]
     with wrapper.engaged(), torch.no_grad():
         with recorder.installed([b for b, _ in structure.blocks], watched):
-            wrapper._forward(encoding.inputs, session, position=wrapper._position(encoding))
+            logits = wrapper._forward(encoding.inputs, session, position=wrapper._position(encoding))
         layers = _collect(encoding, structure, recorder, session)
-    return layers
+    return BlockTensors(layers, _recording(wrapper, encoding, logits, session))
 
 
 def _collect(
@@ -511,7 +557,7 @@ def _collect(
         x = real(_hidden(by_module[id(block)][k].args, by_module[id(block)][k].kwargs))
         probs = session.records[layer][0].index_select(-1, positions).index_select(-2, positions)
         values = session.values[layer][0].index_select(1, positions)
-        weight, bias = affine_map(found.out_proj, probs.shape[0] * values.shape[-1], x)
+        weight, bias = cached_affine_map(found.out_proj, probs.shape[0] * values.shape[-1], x)
         out.append(
             LayerTensors(
                 inputs=x,

@@ -16,13 +16,12 @@ import torch
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.models import _blocks
-from attrflow.models._blocks import BlockCalls, BlockStructure
+from attrflow.models._blocks import BlockCalls, BlockStructure, BlockTensors
 from attrflow.models._encoding import Encoding
 from attrflow.models._interface import Session
 from attrflow.models._probe import dummy_inputs
 
 if TYPE_CHECKING:
-    from attrflow.flow.mixing import LayerTensors
     from attrflow.models._model import Model
 
 __all__ = ["MixingPasses"]
@@ -56,10 +55,11 @@ class MixingPasses:
             raise UnsupportedModelError(f"{name}: {reason}")
         return structure
 
-    def block_tensors(self, encoding: Encoding) -> tuple[LayerTensors, ...]:
+    def block_tensors(self, encoding: Encoding) -> BlockTensors:
         """One forward pass of ``encoding`` that keeps, for every layer, what the norm-based context-mixing measures
-        read: the block input, attention probabilities, value vectors, the output projection's ``W_O`` and ``b_O``
-        (probed) and the normalisations with their actual inputs, over the real positions.
+        read (``.layers``): the block input, attention probabilities, value vectors, the output projection's ``W_O``
+        and ``b_O`` (probed) and the normalisations with their actual inputs, over the real positions; and the
+        pass's :class:`Recording` (``.recording``), as :meth:`record` gives it.
 
         Raises:
             UnsupportedModelError: the block's algebra could not be derived (the reason says what is missing).
@@ -68,7 +68,8 @@ class MixingPasses:
         return _blocks.block_tensors(self._wrapper(), encoding, structure)
 
     def block_calls(self, encoding: Encoding) -> BlockCalls:
-        """One clean forward pass of ``encoding`` that keeps every layer's block call, for :meth:`run_block`.
+        """One clean forward pass of ``encoding`` that keeps every layer's block call, for :meth:`run_block` (and the
+        pass's :class:`Recording`, as :meth:`record` gives it).
 
         Raises:
             UnsupportedModelError: a block cannot be run alone.
