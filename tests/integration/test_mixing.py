@@ -56,27 +56,58 @@ def _summands(alpha: torch.Tensor, f: torch.Tensor, x: torch.Tensor) -> tuple[to
 
 
 # ------------------------------------------------------------------------------------------ naive oracles
+def _post_norm_layers(model: torch.nn.Module) -> list[tuple]:
+    """Per layer ``(query, key, value, dense, LN1, FFN, LN2)``, by each architecture's own module paths."""
+    if isinstance(model, T.AlbertForSequenceClassification):
+        layer = model.albert.encoder.albert_layer_groups[0].albert_layers[0]  # one layer, shared by all
+        a = layer.attention
+        return [(a.query, a.key, a.value, a.dense, a.LayerNorm, layer.ff_chunk, layer.full_layer_layer_norm)] * (
+            model.config.num_hidden_layers
+        )
+    if isinstance(model, T.DistilBertForSequenceClassification):
+        return [
+            (
+                b.attention.q_lin,
+                b.attention.k_lin,
+                b.attention.v_lin,
+                b.attention.out_lin,
+                b.sa_layer_norm,
+                b.ffn,
+                b.output_layer_norm,
+            )
+            for b in model.distilbert.transformer.layer
+        ]
+    return [
+        (
+            b.attention.self.query,
+            b.attention.self.key,
+            b.attention.self.value,
+            b.attention.output.dense,
+            b.attention.output.LayerNorm,
+            lambda h, b=b: b.output.dense(b.intermediate(h)),
+            b.output.LayerNorm,
+        )
+        for b in model.base_model.encoder.layer
+    ]
+
+
 @torch.no_grad()
 def naive_post_norm(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """attention-norm, GlobEnc, ALTI of every layer of a BERT/RoBERTa encoder, literally MIXING.md §1–3."""
+    """attention-norm, GlobEnc, ALTI of every layer of a post-LayerNorm encoder, literally MIXING.md §1–3."""
     hidden = model(**inputs, output_hidden_states=True).hidden_states
     out: dict[str, list[torch.Tensor]] = {name: [] for name in NORM}
-    for l, layer in enumerate(model.base_model.encoder.layer):
+    H = model.config.num_attention_heads
+    for l, (query, key, value, dense, ln1, ffn, ln2) in enumerate(_post_norm_layers(model)):
         x = hidden[l][0]
         n, d = x.shape
-        sa = layer.attention.self
-        H = sa.num_attention_heads
         dh = d // H
-
-        q, k, v = ((x @ m.weight.T + m.bias).view(n, H, dh).transpose(0, 1) for m in (sa.query, sa.key, sa.value))
+        q, k, v = ((x @ m.weight.T + m.bias).view(n, H, dh).transpose(0, 1) for m in (query, key, value))
         alpha = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dh), dim=-1)
-        dense = layer.attention.output.dense
         f = torch.stack([v[h] @ dense.weight[:, h * dh : (h + 1) * dh].T for h in range(H)])
         Z, R = _summands(alpha, f, x)
         u = R.sum(dim=1) + dense.bias
-        ln1, ln2 = layer.attention.output.LayerNorm, layer.output.LayerNorm
         h1 = ln1(u)
-        w = layer.output.dense(layer.intermediate(h1)) + h1
+        w = ffn(h1) + h1
         torch.testing.assert_close(ln2(w), hidden[l + 1][0])  # the oracle's algebra is the model's layer
         out["attention-norm"].append(Z.norm(dim=-1))
         P = ln1.weight * _center(R) / torch.sqrt(u.var(-1, unbiased=False) + ln1.eps)[:, None, None]
@@ -89,46 +120,66 @@ def naive_post_norm(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> 
     return {name: torch.stack(values) for name, values in out.items()}
 
 
-@torch.no_grad()
-def naive_pre_norm(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The three measures on a pre-norm block as Ferrando et al. 2023 decompose it: f(x_j) from LN1(x_j) (value bias
-    in), the residual x_i unnormalised, y_i = Σ_j R_ij + b_O; GlobEnc has no normalisation left: ‖R_ij‖."""
-    hidden = model(**inputs, output_hidden_states=True).hidden_states
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in NORM}
-    gpt2 = isinstance(model, T.GPT2LMHeadModel)
-    layers = model.transformer.h if gpt2 else model.base_model.encoder.layer
-    for l, block in enumerate(layers):
-        x = hidden[l][0]
-        n, d = x.shape
-        if gpt2:
-            H = model.config.n_head
-            qkv = block.ln_1(x) @ block.attn.c_attn.weight + block.attn.c_attn.bias  # Conv1D: x W + b
-            q, k, v = (t.view(n, H, d // H).transpose(0, 1) for t in qkv.split(d, dim=-1))
-            proj_w, proj_b = block.attn.c_proj.weight, block.attn.c_proj.bias  # [in, out]
-            causal = torch.ones(n, n, dtype=torch.bool).tril()
-        else:
-            sa = block.attention.self
-            H = sa.num_attention_heads
-            normed = block.attention.LayerNorm(x)
-            q, k, v = (
-                (normed @ m.weight.T + m.bias).view(n, H, d // H).transpose(0, 1) for m in (sa.query, sa.key, sa.value)
+def _pre_norm_layers(model: torch.nn.Module) -> list[tuple]:
+    """Per layer ``(LN1, values of LN1(x) → [n, H_kv·d_h], W_O as z W + b, b_O, module whose input is x + attention)``."""
+    if isinstance(model, T.GPT2LMHeadModel):
+        d = model.config.n_embd
+        return [
+            (b.ln_1, lambda z, b=b: b.attn.c_attn(z)[..., 2 * d :], b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2)
+            for b in model.transformer.h
+        ]
+    if isinstance(model, (T.LlamaForCausalLM, T.Qwen2ForCausalLM)):
+        return [
+            (
+                b.input_layernorm,
+                b.self_attn.v_proj,
+                b.self_attn.o_proj.weight.T,
+                b.self_attn.o_proj.bias,
+                b.post_attention_layernorm,
             )
-            proj_w, proj_b = block.attention.output.dense.weight.T, block.attention.output.dense.bias
-            causal = torch.ones(n, n, dtype=torch.bool)
-        dh = d // H
-        scores = (q @ k.transpose(1, 2) / math.sqrt(dh)).masked_fill(~causal, -math.inf)
-        alpha = torch.softmax(scores, dim=-1)
-        f = torch.stack([v[h] @ proj_w[h * dh : (h + 1) * dh] for h in range(H)])
-        Z, R = _summands(alpha, f, x)
-        y = R.sum(dim=1) + proj_b
-        norm2_input = block.ln_2 if gpt2 else block.intermediate.LayerNorm
-        torch.testing.assert_close(y, _input_of(model, norm2_input, inputs))  # the residual stream after attention
+            for b in model.model.layers
+        ]
+    return [
+        (
+            b.attention.LayerNorm,
+            b.attention.self.value,
+            b.attention.output.dense.weight.T,
+            b.attention.output.dense.bias,
+            b.intermediate.LayerNorm,
+        )
+        for b in model.base_model.encoder.layer
+    ]
+
+
+def naive_pre_norm(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The three measures on a pre-norm block as Ferrando et al. 2023 decompose it: f(x_j) from the values of
+    LN1(x_j) (bias in), the residual x_i unnormalised, y_i = Σ_j R_ij + b_O; GlobEnc has no normalisation left:
+    ‖R_ij‖. The attention probabilities come from the stock model's eager attention (``output_attentions``)."""
+    twin = copy.deepcopy(model)
+    twin.set_attn_implementation("eager")
+    with torch.no_grad():
+        output = twin(**inputs, output_hidden_states=True, output_attentions=True)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in NORM}
+    H = model.config.num_attention_heads
+    for l, (ln1, values, weight, bias, norm2) in enumerate(_pre_norm_layers(twin)):
+        with torch.no_grad():
+            x = output.hidden_states[l][0]
+            alpha = output.attentions[l][0]
+            n = x.shape[0]
+            dh = weight.shape[0] // H
+            v = values(ln1(x)).view(n, -1, dh).transpose(0, 1)
+            v = v.repeat_interleave(H // v.shape[0], dim=0)  # grouped-query: head h reads key/value head h // (H/H_kv)
+            f = torch.stack([v[h] @ weight[h * dh : (h + 1) * dh] for h in range(H)])
+            Z, R = _summands(alpha, f, x)
+            y = R.sum(dim=1) + (0.0 if bias is None else bias)
+            torch.testing.assert_close(y, _input_of(twin, norm2, inputs))  # the residual stream after attention
         out["attention-norm"].append(Z.norm(dim=-1))
         out["globenc"].append(R.norm(dim=-1))
         out["alti"].append(_alti(R, y))
     return {name: torch.stack(values) for name, values in out.items()}
 
 
+@torch.no_grad()
 def _input_of(model: torch.nn.Module, module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     seen: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, args, _o: seen.append(args[0][0]))
@@ -196,10 +247,10 @@ def _rollout(matrices: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ equality
-@pytest.mark.parametrize("arch", ["bert", "roberta"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "electra", "distilbert", "albert"])
 @pytest.mark.parametrize("method", NORM)
 def test_norm_measures_equal_the_naive_post_norm_oracle(models, arch, method):
-    model = models[arch]
+    model = models[arch] if arch in models else _load(arch)
     expected = naive_post_norm(model.model, _inputs(model))[method]
     mixing = attrflow.context_mixing(model, TEXT, method=method)
     assert mixing.settings["layout"] == "post-norm"
@@ -207,14 +258,18 @@ def test_norm_measures_equal_the_naive_post_norm_oracle(models, arch, method):
     torch.testing.assert_close(mixing.rollout(), _rollout(expected), rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "roberta-prelayernorm"])
+@pytest.mark.parametrize("arch", ["gpt2", "roberta-prelayernorm", "llama", "qwen2"])
 @pytest.mark.parametrize("method", NORM)
 def test_norm_measures_on_pre_norm_blocks_follow_ferrando_2023(models, arch, method):
+    """Llama's and Qwen2's eager attention takes its softmax in float32 even for a float64 model: the oracle's
+    probabilities are float32-exact there, hence the looser tolerance."""
     model = models[arch]
     expected = naive_pre_norm(model.model, _inputs(model))[method]
     mixing = attrflow.context_mixing(model, TEXT, method=method)
     assert mixing.settings["layout"] == "pre-norm"
-    torch.testing.assert_close(mixing.matrices, expected, rtol=1e-9, atol=1e-10)
+    tolerance = 1e-5 if arch in ("llama", "qwen2") else 1e-9
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(mixing.matrices, expected, rtol=tolerance, atol=tolerance * scale)
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "llama", "qwen2"])
@@ -350,7 +405,7 @@ def test_value_zeroing_needs_only_the_blocks(parallel):
     assert "value-zeroing" in {info.name for info in attrflow.list_methods(model=parallel)}
 
 
-@pytest.mark.parametrize("arch", ["distilbert", "albert", "electra", "bart", "t5", "vit"])
+@pytest.mark.parametrize("arch", ["bart", "t5", "vit"])
 def test_the_block_algebra_is_found_by_structure_on_other_architectures(arch):
     """No class names: the probe finds the layout of every other architecture, and the decomposition adds up to the
     block's own tensors (ALTI's reconstruction y_i of the post-norm LN1 output, checked by the probe's pass)."""

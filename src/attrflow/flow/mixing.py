@@ -141,8 +141,9 @@ def _row_norms(alpha: torch.Tensor, vectors: torch.Tensor, extra: torch.Tensor |
     With ``G_j = V_j V_jᵀ`` (``[H, H]`` per token), ``‖Σ_h α_h v_h‖² = αᵀ G_j α``; the diagonal adds
     ``2 Σ_h α_h v_h·e + ‖e‖²``.
     """
-    gram = torch.einsum("hjd,gjd->jhg", vectors, vectors)  # [n, H, H]
-    squares = torch.einsum("hij,jhg,gij->ij", alpha, gram, alpha)
+    gram = torch.einsum("hjd,gjd->jhg", vectors, vectors)  # [n_j, H, H]
+    by_key = alpha.permute(2, 0, 1)  # [n_j, H, n_i]
+    squares = (torch.bmm(gram, by_key) * by_key).sum(dim=1).T.contiguous()  # [n_i, n_j]
     if extra is not None:
         cross = torch.einsum("hjd,jd->hj", vectors, extra)  # [H, n]
         diagonal = torch.arange(alpha.shape[-1])
@@ -190,34 +191,28 @@ def alti(layer: LayerTensors) -> torch.Tensor:
     (Ferrando et al. 2023). Then ``c_ij = max(0, ‖y_i‖₁ − ‖T_ij − y_i + 10⁻⁶‖₁)`` and ``C_ij = c_ij / Σ_k c_ik``.
     """
     n, d = layer.n, int(layer.inputs.shape[-1])
-    inputs = layer.inputs.double()
+    alpha, heads, inputs = layer.attention.double(), layer.head_outputs(), layer.inputs.double()
     bias = layer.out_bias.double()
     if layer.layout == "post-norm":
+        # T_ij is linear in the summands: centre and scale f(x_j) and x_j once, fold 1/std(u_i) into row i of α
         norm1, _ = _post_norms(layer)
-        std = norm1.variance().sqrt()
         gamma = norm1.weight.double()
-
-        def transform(vectors: torch.Tensor, rows: slice) -> torch.Tensor:
-            return gamma * norm1.center(vectors) / std[rows, None, None]
-
+        scale = torch.rsqrt(norm1.variance())
+        heads, inputs = gamma * norm1.center(heads), gamma * norm1.center(inputs) * scale[:, None]
+        alpha = alpha * scale[None, :, None]
         beta = torch.zeros(d, dtype=torch.float64) if norm1.bias is None else norm1.bias.double()
-        offset = gamma * norm1.center(bias) / std[:, None] + beta  # [n, d]
+        offset = gamma * norm1.center(bias) * scale[:, None] + beta  # [n, d]
     else:
-
-        def transform(vectors: torch.Tensor, rows: slice) -> torch.Tensor:
-            return vectors
-
         offset = bias.expand(n, d)
     contributions = torch.empty(n, n, dtype=torch.float64)
     step = max(1, _CHUNK_ELEMENTS // max(1, n * d))
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
-        summands = layer.mixed(rows)  # [r, n, d]
+        transformed = torch.einsum("hij,hjd->ijd", alpha[:, rows], heads)  # T_ij, [r, n, d]
         index = torch.arange(rows.start, rows.stop)
-        summands[index - start, index] += inputs[index]
-        transformed = transform(summands, rows)
-        resultant = transformed.sum(dim=1) + offset[rows]  # [r, d]
-        distance = (transformed - resultant[:, None, :] + ALTI_EPS).abs().sum(dim=-1)
+        transformed[index - start, index] += inputs[index]
+        resultant = transformed.sum(dim=1) + offset[rows]  # y_i, [r, d]
+        distance = transformed.sub_(resultant[:, None, :]).add_(ALTI_EPS).abs_().sum(dim=-1)
         contributions[rows] = (resultant.abs().sum(dim=-1, keepdim=True) - distance).clamp_min(0.0)
     return normalise_rows(contributions)
 
