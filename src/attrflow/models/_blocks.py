@@ -341,9 +341,7 @@ def _out_projection(inside: Sequence[_Call], concatenated: torch.Tensor, width: 
     return call
 
 
-_AFFINE: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, torch.Tensor, torch.Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
+_AFFINE: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, torch.Tensor, torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
 def cached_affine_map(module: nn.Module, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
