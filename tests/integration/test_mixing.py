@@ -388,21 +388,44 @@ def parallel():
     return attrflow.load_model(T.GPTNeoXForCausalLM(config).double(), tokenizer=word_tokenizer())
 
 
+@pytest.fixture(scope="module")
+def gemma():
+    """Gemma: its RMSNorm scales by 1 + γ, neither LayerNorm nor RMSNorm as the measures define them."""
+    torch.manual_seed(0)
+    config = T.GemmaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        intermediate_size=64,
+        vocab_size=VOCAB,
+    )
+    return attrflow.load_model(T.GemmaForCausalLM(config).double(), tokenizer=word_tokenizer())
+
+
 @pytest.mark.parametrize("method", NORM)
-def test_blocks_that_do_not_decompose_raise_the_named_error(parallel, method):
+def test_blocks_that_do_not_decompose_raise_the_named_error(parallel, gemma, method):
     with pytest.raises(
         UnsupportedModelError, match=rf"method '{method}' cannot explain GPTNeoXForCausalLM: .*x \+ attention"
     ):
         attrflow.token_scores(parallel, TEXT, method)
     with pytest.raises(UnsupportedModelError, match=rf"method '{method}'"):
         attrflow.context_mixing(parallel, TEXT, method=method)
-    assert method not in {info.name for info in attrflow.list_methods(model=parallel)}
+    with pytest.raises(
+        UnsupportedModelError, match=rf"method '{method}' cannot explain Gemma.*no LayerNorm or RMSNorm"
+    ):
+        attrflow.token_scores(gemma, TEXT, method)
+    for model in (parallel, gemma):
+        assert method not in {info.name for info in attrflow.list_methods(model=model)}
 
 
-def test_value_zeroing_needs_only_the_blocks(parallel):
-    mixing = attrflow.context_mixing(parallel, TEXT, method="value-zeroing")
-    torch.testing.assert_close(mixing.matrices.sum(-1), torch.ones(mixing.matrices.shape[:2], dtype=torch.float64))
-    assert "value-zeroing" in {info.name for info in attrflow.list_methods(model=parallel)}
+def test_value_zeroing_and_the_cheap_methods_need_only_the_blocks(parallel, gemma):
+    for model in (parallel, gemma):
+        mixing = attrflow.context_mixing(model, TEXT, method="value-zeroing")
+        ones = torch.ones(mixing.matrices.shape[:2], dtype=torch.float64)
+        torch.testing.assert_close(mixing.matrices.sum(-1), ones)
+        assert {"value-zeroing", "grad-rollout", "atman"} <= {info.name for info in attrflow.list_methods(model=model)}
 
 
 @pytest.mark.parametrize("arch", ["bart", "t5", "vit"])
