@@ -41,6 +41,7 @@ __all__ = [
     "Norm",
     "alti",
     "attention_norm",
+    "check_method",
     "cosine_distances",
     "globenc",
     "mixing_matrix",

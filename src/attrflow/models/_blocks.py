@@ -252,7 +252,8 @@ def _check_replay(wrapper: Model, chosen: Sequence[_Call], session: Session) -> 
             out = _rerun(call, layer, torch.full((1,), -1, dtype=torch.long), Session(gate=session.gate))
         except (RuntimeError, TypeError, ValueError, IndexError, UnsupportedModelError) as exc:
             return f"block {layer} ({type(call.module).__name__}) cannot be run alone ({type(exc).__name__}: {exc})"
-        if expected is None or out.shape != expected.shape or not torch.allclose(out, expected, rtol=1e-5, atol=1e-6):
+        rtol = _tolerance(out, floor=1e-5)
+        if expected is None or out.shape != expected.shape or not torch.allclose(out, expected, rtol=rtol, atol=rtol):
             return f"running block {layer} ({type(call.module).__name__}) alone does not reproduce its output"
     return None
 
@@ -267,11 +268,18 @@ def _check_once(recorder: _Recorder, chosen: Sequence[_Call], algebra: Sequence[
     return None
 
 
+def _tolerance(*tensors: torch.Tensor, floor: float) -> float:
+    """``floor``, or more for half-precision tensors (a few units in their last place)."""
+    eps = max(torch.finfo(t.dtype).eps if t.is_floating_point() else 0.0 for t in tensors)
+    return max(floor, 16 * eps)
+
+
 def _close(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     if a is None or b is None or a.shape != b.shape:
         return False
     scale = float(b.detach().abs().max()) if b.numel() else 0.0
-    return bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5 * max(1.0, scale)))
+    rtol = _tolerance(a, b, floor=1e-4)
+    return bool(torch.allclose(a.double(), b.double(), rtol=rtol, atol=0.1 * rtol * max(1.0, scale)))
 
 
 def _tensor_inputs(call: _Call) -> list[torch.Tensor]:
