@@ -472,6 +472,9 @@ def test_context_mixing_result_round_trips_and_renders(models, tmp_path):
     full = attrflow.context_mixing(model, TEXT, method="globenc")
     torch.testing.assert_close(mixing.matrices, full.matrices[[0, 2]])
     torch.testing.assert_close(mixing.rollout(), full.matrices[2] @ full.matrices[0])
+    top = attrflow.context_mixing(model, TEXT, method="value-zeroing", layers=-1)  # runs layer 2 alone
+    whole = attrflow.context_mixing(model, TEXT, method="value-zeroing")
+    torch.testing.assert_close(top.matrices[0], whole.matrices[2], rtol=1e-12, atol=1e-14)
     loaded = attrflow.load_result(mixing.save(tmp_path / "m.safetensors"))
     assert isinstance(loaded, attrflow.ContextMixing) and loaded.layers == mixing.layers
     torch.testing.assert_close(loaded.matrices, mixing.matrices, rtol=0, atol=0)

@@ -226,8 +226,7 @@ def context_mixing(
             the message names the method and what is missing.
     """
     context = ExplainContext(model, inputs)
-    chosen = context.layers(layers)
-    return mixing_of(context, _checked(method), top=max(chosen), batch_size=batch_size).select(chosen)
+    return mixing_of(context, _checked(method), context.layers(layers), batch_size=batch_size)
 
 
 def _checked(method: object) -> MixingMethod:
@@ -237,42 +236,60 @@ def _checked(method: object) -> MixingMethod:
         raise InvalidInputError(str(exc)) from None
 
 
-def mixing_of(context: ExplainContext, method: MixingMethod, *, top: int, batch_size: int | None) -> _AllLayers:
-    """Layers 0..top of ``method`` on the context's input (cached in the context; shared by the registry)."""
+def mixing_of(
+    context: ExplainContext, method: MixingMethod, layers: Sequence[int], *, batch_size: int | None = None
+) -> ContextMixing:
+    """The matrices of ``layers`` (model layers, ascending) of ``method`` on the context's input, cached in the
+    context (the registry asks for layers 0..l to roll out up to layer l)."""
     check_optional_int("batch_size", batch_size, minimum=1)
     model = context.model
     reason = mixing_unsupported(model, method)
     if reason:
         raise UnsupportedModelError(f"method {method!r} cannot explain {type(model.model).__name__}: {reason}")
-    return context.shared(("mixing", method, top), lambda: _compute(context, method, top, batch_size))
+    chosen = tuple(layers)
+    return context.shared(("mixing", method, chosen), lambda: _compute(context, method, chosen, batch_size))
 
 
-def _compute(context: ExplainContext, method: MixingMethod, top: int, batch_size: int | None) -> _AllLayers:
+def _compute(
+    context: ExplainContext, method: MixingMethod, layers: tuple[int, ...], batch_size: int | None
+) -> ContextMixing:
     model = context.model
     if method == "value-zeroing":
-        matrices = _value_zeroing(context, top, batch_size)
+        matrices = _value_zeroing(context, layers, batch_size)
     else:
         tensors = context.shared("block_tensors", lambda: model.block_tensors(context.encoding))
         context.shared("recording", lambda: tensors.recording)  # the same pass as model.record: no second forward
-        matrices = torch.stack([mixing_matrix(tensors.layers[layer], method) for layer in range(top + 1)])
+        matrices = torch.stack([mixing_matrix(tensors.layers[layer], method) for layer in layers])
     layouts = model.block_structure().layouts
-    return _AllLayers(context, method, matrices, layouts[0] if len(set(layouts)) == 1 else ",".join(layouts))
+    return ContextMixing(
+        method=method,
+        tokens=context.tokens,
+        matrices=matrices,
+        layers=layers,
+        output_position=context.encoding.output_position,
+        special_mask=context.encoding.special_mask,
+        settings={
+            "model": model.name,
+            "layout": layouts[0] if len(set(layouts)) == 1 else ",".join(layouts),
+            "paper": PAPERS[method],
+        },
+    )
 
 
-def _value_zeroing(context: ExplainContext, top: int, batch_size: int | None) -> torch.Tensor:
-    """``[top + 1, n, n]``: each layer's value-zeroing matrix, the n zeroings of a layer in one batched block call
-    (or in chunks of ``batch_size``)."""
+def _value_zeroing(context: ExplainContext, layers: tuple[int, ...], batch_size: int | None) -> torch.Tensor:
+    """``[len(layers), n, n]``: each layer's value-zeroing matrix, the n zeroings of a layer in one batched block
+    call (or in chunks of ``batch_size``). Layers are measured independently: only the chosen ones run."""
     model, n = context.model, context.n
     calls = model.block_calls(context.encoding)
     context.shared("recording", lambda: calls.recording)  # the same pass as model.record: no second forward
     rows = batch_size or _auto_batch_size(model, context)
-    out = torch.empty(top + 1, n, n, dtype=torch.float64)
-    for layer in range(top + 1):
+    out = torch.empty(len(layers), n, n, dtype=torch.float64)
+    for k, layer in enumerate(layers):
         clean = calls.output(layer)
         for start in range(0, n, rows):
             positions = list(range(start, min(n, start + rows)))
             zeroed = model.run_block(calls, layer, positions)  # [r, n, d]: row r zeroes token positions[r]
-            out[layer, :, start : start + len(positions)] = cosine_distances(zeroed, clean).T
+            out[k, :, start : start + len(positions)] = cosine_distances(zeroed, clean).T
     return normalise_rows(out)
 
 
@@ -282,28 +299,3 @@ def _auto_batch_size(model: Model, context: ExplainContext) -> int:
     length = context.encoding.padded_length
     per_row = 4 * (3 * model.num_heads * length * length + 12 * length * hidden)
     return max(1, int(_MEMORY_BUDGET // per_row))
-
-
-@dataclass(frozen=True, eq=False)
-class _AllLayers:
-    """Layers 0..top of one measure on one context (internal: what the registry and :func:`context_mixing` share)."""
-
-    context: ExplainContext
-    method: MixingMethod
-    matrices: torch.Tensor
-    layout: str
-
-    def rollouts(self) -> torch.Tensor:
-        return mixing_rollout(self.matrices)
-
-    def select(self, layers: Sequence[int]) -> ContextMixing:
-        context = self.context
-        return ContextMixing(
-            method=self.method,
-            tokens=context.tokens,
-            matrices=self.matrices[list(layers)].clone(),
-            layers=tuple(layers),
-            output_position=context.encoding.output_position,
-            special_mask=context.encoding.special_mask,
-            settings={"model": context.model.name, "layout": self.layout, "paper": PAPERS[self.method]},
-        )

@@ -37,7 +37,7 @@ class _Mixing(Method):
         self, context: ExplainContext, layers: int | Sequence[int] | None, batch_size: int | None
     ) -> TokenScores:
         chosen = context.layers(layers)
-        mixing = mixing_of(context, self.measure, top=max(chosen), batch_size=batch_size)
+        mixing = mixing_of(context, self.measure, range(max(chosen) + 1), batch_size=batch_size)
         rolled = mixing.rollouts()[list(chosen)]
         return context.result(
             self.name,
@@ -48,7 +48,7 @@ class _Mixing(Method):
             summary="last",
             matrices=mixing.matrices[list(chosen)],
             reads_output=False,
-            settings={"layout": mixing.layout},
+            settings={"layout": mixing.settings["layout"]},
         )
 
 
