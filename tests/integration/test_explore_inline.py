@@ -61,7 +61,7 @@ def test_the_data_is_the_explanation(explanation):
         for key, value in entry.items():
             assert data["methods"][name][key] == value, (name, key)
     auto = explanation_data(explanation, encoding="auto")
-    assert auto["encoding"] == "float32" and auto["per_head"] is True
+    assert auto["encoding"] == "exact" and auto["per_head"] is True
     assert np.array_equal(
         decode_array(auto["matrices"]["attribution"]["data"]), explanation.result.attributions.numpy()
     )
@@ -94,5 +94,5 @@ def test_long_inputs_embed_means_and_float16():
     )
     data = explanation_data(result=result, scores={}, encoding="auto")
     assert data["per_head"] is False and data["matrices"]["attention"]["data"]["shape"] == [L, 1, n, n]
-    assert data["encoding"] == "float32"
+    assert data["encoding"] == "exact"
     assert explanation_data(result=result, encoding="auto", heads=True)["encoding"] == "float16"

@@ -25,7 +25,7 @@ def test_a_plain_request_gets_the_defaults():
     request = parse_explain_request({"text": "the food was amazing"}, models=MODELS)
     assert request == ExplainRequest(model="sentiment", text="the food was amazing")
     assert request.methods is None and request.target is None and request.blank == ()
-    assert request.heads == "auto" and request.encoding == "float32" and request.truncation is False
+    assert request.heads == "auto" and request.encoding == "exact" and request.truncation is False
 
 
 def test_method_names_are_canonical_and_deduplicated():
@@ -95,7 +95,7 @@ def test_allowed_hosts_follow_the_bound_host():
     assert "[::1]" in allowed_hosts("::1")
 
 
-@pytest.mark.parametrize("encoding", ["float32", "float16", "lists"])
+@pytest.mark.parametrize("encoding", ["exact", "float16", "lists"])
 def test_arrays_round_trip_through_every_encoding(encoding):
     g = torch.Generator().manual_seed(0)
     values = torch.randn(3, 2, 5, 5, generator=g) * torch.tensor([1e-4, 1.0, 30.0]).view(3, 1, 1, 1)
@@ -112,6 +112,14 @@ def test_arrays_round_trip_through_every_encoding(encoding):
 def test_encoding_handles_zeros_non_finite_values_and_vectors():
     block = encode_array(torch.tensor([[0.0, 0.0], [0.0, 0.0]]), "float16")
     assert block["scales"] == [0.0] and np.array_equal(decode_array(block), np.zeros((2, 2)))
-    vector = decode_array(encode_array(torch.tensor([1.0, math.nan, -2.0]), "float32"))
+    vector = decode_array(encode_array(torch.tensor([1.0, math.nan, -2.0]), "exact"))
     assert vector.tolist() == [1.0, 0.0, -2.0]
     assert decode_array(None).size == 0
+
+
+def test_exact_keeps_float64_results_float64():
+    values = torch.tensor([[1 / 3, 2 / 7], [1e-300, -5.0]], dtype=torch.float64)
+    block = encode_array(values, "exact")
+    assert block["dtype"] == "float64"
+    back = decode_array(block)
+    assert back.dtype == np.float64 and np.array_equal(back, values.numpy())

@@ -239,8 +239,8 @@ class _Endpoints:
         except ValueError:
             return _error(400, "layer and head must be whole numbers")
         encoding = query.get("encoding", "float16")
-        if encoding not in ("float32", "float16", "lists"):
-            return _error(422, "encoding must be float32, float16 or lists")
+        if encoding not in ("exact", "float16", "lists"):
+            return _error(422, "encoding must be exact, float16 or lists")
         kind = query.get("kind", "attention")
         block = head_block(computed.explanation.result, kind, layer=layer, head=head, encoding=encoding)  # type: ignore[arg-type]
         return _json(block)

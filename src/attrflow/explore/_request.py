@@ -71,7 +71,7 @@ class ExplainRequest:
     truncation: bool = False
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     heads: bool | Literal["auto"] = "auto"
-    encoding: MatrixEncoding = "float32"
+    encoding: MatrixEncoding = "exact"
 
     def key(self) -> str:
         """A digest of everything that changes the computation (not how it is sent): equal requests, equal key."""
@@ -196,7 +196,7 @@ def parse_explain_request(body: Any, *, models: Sequence[str], max_chars: int = 
     heads = body.get("heads", "auto")
     if heads != "auto" and not isinstance(heads, bool):
         raise RequestError(400, f'heads must be true, false or "auto", got {_json_type(heads)}')
-    encoding = body.get("encoding", "float32")
+    encoding = body.get("encoding", "exact")
     if encoding not in ENCODINGS:
         raise RequestError(422, f"encoding must be one of {', '.join(ENCODINGS)}; got {encoding!r}")
     return ExplainRequest(

@@ -6,7 +6,8 @@ inline it with one already-computed result, so it works offline in Jupyter and i
 server: what-if is off there). The page draws from :func:`explanation_data` only and never names a method: every
 registered method's token scores, per-layer rows and per-layer matrices are shown the same way.
 
-Matrices travel compactly: ``"float32"`` (exact, base64 little-endian), ``"float16"`` (each ``n × n`` matrix divided
+Matrices travel compactly: ``"exact"`` (base64, little-endian, at the tensor's own precision: float32, or float64
+for float64 results), ``"float16"`` (each ``n × n`` matrix divided
 by its largest magnitude, as the report embeds them: three significant digits) or ``"lists"`` (nested lists, exactly
 as :meth:`Explanation.to_dict` gives them). :func:`decode_array` reads any of them back.
 """
@@ -45,24 +46,25 @@ __all__ = [
     "render_explorer",
 ]
 
-MatrixEncoding = Literal["float32", "float16", "lists", "auto"]
-"""How matrices travel: exact ``float32`` base64, ``float16`` base64 scaled per matrix, nested ``lists``, or
-``auto`` (float32 while every matrix of the result fits in 4 MB at float32, else float16)."""
+MatrixEncoding = Literal["exact", "float16", "lists", "auto"]
+"""How matrices travel: ``exact`` base64 (float32 or float64, as the tensor is), ``float16`` base64 scaled per
+matrix, nested ``lists``, or ``auto`` (exact while every matrix of the result fits in 4 MB, else float16)."""
+Encoding = Literal["exact", "float16", "lists"]
 
 HeadsChoice = bool | Literal["auto"]
 
-ENCODINGS: tuple[str, ...] = ("float32", "float16", "lists", "auto")
-_AUTO_FLOAT32_BYTES = 4_000_000
+ENCODINGS: tuple[str, ...] = ("exact", "float16", "lists", "auto")
+_AUTO_EXACT_BYTES = 4_000_000
 _AUTO_HEADS_BYTES = 8_000_000  # the report's rule: per-head matrices while they stay under 8 MB at float16
 DATA_VERSION = 1
 
 
 # ---------------------------------------------------------------------------------------------- arrays
-def encode_array(tensor: torch.Tensor, encoding: Literal["float32", "float16", "lists"]) -> Any:
+def encode_array(tensor: torch.Tensor, encoding: Encoding) -> Any:
     """A tensor as JSON-ready data.
 
-    ``float32``: ``{"dtype": "float32", "shape", "data"}`` (base64 of little-endian float32: exact for float32
-    tensors). ``float16``: ``{"dtype": "float16", "shape", "scales", "data"}``, each trailing ``[n, n]`` matrix (or
+    ``exact``: ``{"dtype": "float32" | "float64", "shape", "data"}`` (base64 of the little-endian values at the
+    tensor's own precision: float64 tensors stay float64, every other dtype is float32). ``float16``: ``{"dtype": "float16", "shape", "scales", "data"}``, each trailing ``[n, n]`` matrix (or
     the whole vector for 1-D input) divided by its largest magnitude, one scale per matrix. ``lists``: nested lists of
     floats (``tensor.double().tolist()``). Non-finite entries become 0 in the binary forms.
     """
@@ -71,11 +73,14 @@ def encode_array(tensor: torch.Tensor, encoding: Literal["float32", "float16", "
         return values.double().tolist()
     shape = [int(s) for s in values.shape]
     finite = torch.nan_to_num(values.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    if encoding == "float32":
-        raw = finite.contiguous().numpy().astype("<f4").tobytes()
-        return {"dtype": "float32", "shape": shape, "data": base64.b64encode(raw).decode("ascii")}
+    if encoding == "exact":
+        wide = values.dtype == torch.float64
+        exact = torch.nan_to_num(values.to(torch.float64 if wide else torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        raw = exact.contiguous().numpy().astype("<f8" if wide else "<f4").tobytes()
+        dtype = "float64" if wide else "float32"
+        return {"dtype": dtype, "shape": shape, "data": base64.b64encode(raw).decode("ascii")}
     if encoding != "float16":
-        raise InvalidInputError(f"encoding must be 'float32', 'float16' or 'lists', got {encoding!r}")
+        raise InvalidInputError(f"encoding must be 'exact', 'float16' or 'lists', got {encoding!r}")
     per = shape[-2] * shape[-1] if len(shape) >= 2 else max(shape[-1] if shape else 1, 1)
     flat = finite.reshape(-1, per) if finite.numel() else finite.reshape(0, max(per, 1))
     scales = flat.abs().amax(dim=1) if flat.numel() else torch.zeros(flat.shape[0])
@@ -90,7 +95,8 @@ def encode_array(tensor: torch.Tensor, encoding: Literal["float32", "float16", "
 
 
 def decode_array(block: Any) -> np.ndarray:
-    """The float32 array of a block from :func:`encode_array` (or nested lists, or None → an empty array)."""
+    """The array of a block from :func:`encode_array` (float32; float64 for float64 blocks), of nested lists
+    (float32), or of None (empty)."""
     if block is None:
         return np.zeros(0, dtype=np.float32)
     if isinstance(block, list):
@@ -101,6 +107,8 @@ def decode_array(block: Any) -> np.ndarray:
     raw = base64.b64decode(block["data"])
     if block["dtype"] == "float32":
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+    if block["dtype"] == "float64":
+        return np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(shape)
     if block["dtype"] == "float16":
         values = np.frombuffer(raw, dtype="<f2").astype(np.float32)
         scales = np.asarray(block["scales"], dtype=np.float32)
@@ -132,7 +140,7 @@ def _floats(values: Sequence[float] | torch.Tensor) -> list[float | None]:
 
 
 # ---------------------------------------------------------------------------------------------- the data
-def _method_entry(scores: TokenScores, encoding: Literal["float32", "float16", "lists"]) -> dict[str, Any]:
+def _method_entry(scores: TokenScores, encoding: Encoding) -> dict[str, Any]:
     """One method's entry: the keys of ``Explanation.to_dict()["methods"][name]`` (matrices encoded) and more."""
     return {
         "description": scores.description,
@@ -155,7 +163,7 @@ def _method_entry(scores: TokenScores, encoding: Literal["float32", "float16", "
 def _matrix_bytes(
     result: AttentionAttribution | RecordedAttention | None, scores: Mapping[str, TokenScores], heads: bool
 ) -> int:
-    total = sum(4 * s.matrices.numel() for s in scores.values() if s.matrices is not None)
+    total = sum(s.matrices.numel() * s.matrices.element_size() for s in scores.values() if s.matrices is not None)
     if result is not None:
         per = result.attentions[0, 0].numel() * (result.num_heads if heads else 1)
         rows = result.num_layers + (len(result.layers) if isinstance(result, AttentionAttribution) else 0)
@@ -181,7 +189,7 @@ def choose_heads(result: AttentionAttribution | RecordedAttention | None, heads:
 
 
 def _result_matrices(
-    result: AttentionAttribution | RecordedAttention, heads: bool, encoding: Literal["float32", "float16", "lists"]
+    result: AttentionAttribution | RecordedAttention, heads: bool, encoding: Encoding
 ) -> dict[str, Any]:
     def block(tensor: torch.Tensor, layers: Sequence[int]) -> dict[str, Any]:
         values = tensor.detach().float() if heads else tensor.detach().float().mean(dim=1, keepdim=True)
@@ -206,7 +214,7 @@ def explanation_data(
     scores: Mapping[str, TokenScores] | None = None,
     tree: AttributionTree | None = None,
     skipped: Mapping[str, str] | None = None,
-    encoding: MatrixEncoding = "float32",
+    encoding: MatrixEncoding = "exact",
     heads: HeadsChoice = "auto",
 ) -> dict[str, Any]:
     """Everything the explorer page draws for one input, JSON-ready.
@@ -232,9 +240,9 @@ def explanation_data(
     if result is None and not rows:
         raise InvalidInputError("nothing to explore: give an explanation, a result or token scores")
     per_head = choose_heads(result, heads)
-    chosen: Literal["float32", "float16", "lists"]
+    chosen: Encoding
     if encoding == "auto":
-        chosen = "float32" if _matrix_bytes(result, rows, per_head) <= _AUTO_FLOAT32_BYTES else "float16"
+        chosen = "exact" if _matrix_bytes(result, rows, per_head) <= _AUTO_EXACT_BYTES else "float16"
     else:
         chosen = encoding
     data = _facts(result, rows)
@@ -300,7 +308,7 @@ def head_block(
     *,
     layer: int | None = None,
     head: int | None = None,
-    encoding: Literal["float32", "float16", "lists"] = "float16",
+    encoding: Encoding = "float16",
 ) -> dict[str, Any]:
     """Per-head matrices of ``kind`` (``"attention"`` or ``"attribution"``), for the explorer's on-demand views.
 

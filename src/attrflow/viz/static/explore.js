@@ -126,6 +126,8 @@
       var values;
       if (block.dtype === "float32") {
         values = new Float32Array(bytes.buffer);
+      } else if (block.dtype === "float64") {
+        values = Float32Array.from(new Float64Array(bytes.buffer));
       } else {
         var half = new Uint16Array(bytes.buffer), table = halfTable();
         values = new Float32Array(half.length);
