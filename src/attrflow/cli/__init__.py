@@ -19,7 +19,17 @@ from attrflow.errors import AttrflowError
 from attrflow.validation import option_spelling
 
 # one module per subcommand, in the order --help lists them
-_SUBCOMMANDS: tuple[str, ...] = ("explain", "methods", "demo", "run_info", "zoo", "attack", "evaluate", "heads")
+_SUBCOMMANDS: tuple[str, ...] = (
+    "explain",
+    "methods",
+    "explore",
+    "demo",
+    "run_info",
+    "zoo",
+    "attack",
+    "evaluate",
+    "heads",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
