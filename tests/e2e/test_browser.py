@@ -8,8 +8,8 @@ Chromium is a failure, because .ci/run installs it.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import contextlib
+import dataclasses
 import fcntl
 import io
 import json
