@@ -2,7 +2,8 @@
 
 The quick start's Python block and the ``attrflow`` commands of README's shell blocks run with this interpreter and
 ``PYTHONPATH=<clone>/src`` in an empty folder. The dataset commands (evaluate, heads, attack) take minutes: they are
-marked slow (``pytest -m slow``); the quick start, ``explain`` and ``--help`` run in every ``make test``.
+marked slow (``pytest -m slow``); the quick start, ``explain`` and ``--help`` run in every ``make test``. The
+explorer's server runs until stopped and has its own tests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_COMMANDS = ("evaluate", "heads", "attack", "demo")
+SERVERS = ("explore",)  # run until stopped: tests/e2e/test_explore_cli.py starts and stops the server
 
 
 def _blocks(language: str) -> list[str]:
@@ -32,7 +34,7 @@ def _commands() -> list[list[str]]:
     for block in _blocks("bash"):
         for line in block.splitlines():
             words = shlex.split(line, comments=True)
-            if words and words[0] == "attrflow":
+            if words and words[0] == "attrflow" and (len(words) == 1 or words[1] not in SERVERS):
                 found.append(words[1:])
     return found
 
