@@ -361,3 +361,11 @@ def test_every_dataset_command_and_function_samples_the_same_way_by_default() ->
     ):
         parameters = inspect.signature(function).parameters
         assert parameters["selection"].default == "random" and parameters["seed"].default == 0, function.__name__
+
+
+def test_the_papers_gradient_reference_is_named_noise_once(model_dir, data_file, tmp_path, capsys) -> None:
+    argv = ["evaluate", "--model", str(model_dir), "--data", str(data_file), "--examples", "2", "--methods"]
+    argv += ["attention", "--references", "gradient", "--no-figures", "--no-progress", "--out", str(tmp_path / "e")]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("rounding noise") == 1
