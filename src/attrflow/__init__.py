@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidInputError": "attrflow.errors",
     "UnsupportedModelError": "attrflow.errors",
     "MissingDependencyError": "attrflow.errors",
+    "NonFiniteError": "attrflow.errors",
     "ResultFormatError": "attrflow.errors",
     "RunLockedError": "attrflow.errors",
     "RunMismatchError": "attrflow.errors",
@@ -39,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
     "token_scores": "attrflow.methods.api",
+    "context_mixing": "attrflow.methods.mixing",
+    "ContextMixing": "attrflow.methods.mixing",
     "ExplainContext": "attrflow.methods.context",
     "Method": "attrflow.methods.registry",
     "MethodInfo": "attrflow.methods.registry",
@@ -127,6 +130,7 @@ if TYPE_CHECKING:
         AttrflowError,
         InvalidInputError,
         MissingDependencyError,
+        NonFiniteError,
         ResultFormatError,
         RunLockedError,
         RunMismatchError,
@@ -138,6 +142,7 @@ if TYPE_CHECKING:
     from attrflow.methods.api import token_scores
     from attrflow.methods.context import ExplainContext
     from attrflow.methods.gradients import gradient_x_input, input_gradient, integrated_gradients
+    from attrflow.methods.mixing import ContextMixing, context_mixing
     from attrflow.methods.registry import Method, MethodInfo, get_method, list_methods, register_method
     from attrflow.methods.targets import Target
     from attrflow.models import Encoding, Model, Recording, TokenizedText, load_model

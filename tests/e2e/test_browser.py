@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import io
 import json
 import os
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,32 +26,9 @@ import torch
 
 from attrflow.results import AttentionAttribution, RecordedAttention
 from attrflow.viz import TokenScores
+from browsers import FLAGS, chromium_or_skip
 
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--hide-scrollbars",
-    "--window-size=1280,1000",
-)
 XSS = "<img src=x onerror=alert(1)>"
-
-
-def find_chromium() -> str | None:
-    explicit = os.environ.get("ATTRFLOW_CHROMIUM")
-    if explicit:
-        return explicit
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 class Chromium:
@@ -188,16 +165,6 @@ def long_result() -> AttentionAttribution:
         special_mask=(True,) + (False,) * (n - 2) + (True,),
         settings={"model": "bert-base <i>", "rule": "riemann-left", "steps": 64},
     )
-
-
-def chromium_or_skip() -> str:
-    executable = find_chromium()
-    if executable is None:
-        reason = "headless Chromium not found (apt-get install chromium, or set ATTRFLOW_CHROMIUM)"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"{reason}; under CI the browser tests must run (.ci/run installs chromium)", pytrace=False)
-        pytest.skip(reason)
-    return executable
 
 
 @pytest.fixture(scope="module")
@@ -414,3 +381,40 @@ def test_recorded_attention_page_works(tmp_path):
     finally:
         browser.close()
     assert found == {"kinds": ["attention"], "changed": True, "head": "3", "images": 0}
+
+
+def test_the_heatmap_opens_on_a_layer_with_more_than_one_row(tmp_path):
+    """The top layer of a [CLS] classifier's attribution holds the [CLS] row only (nothing else reaches the output):
+    the heatmap opens on the highest layer where more rows carry something, and says why when it shows one row."""
+    executable = chromium_or_skip()
+    result = long_result()
+    attributions = result.attributions.clone()
+    attributions[-1, :, 1:, :] = 0.0  # layer 11: only the [CLS] query row
+    attributions[-2, :, 2:, :] = 0.0  # layer 10: [CLS] and one more row
+    one_row = dataclasses.replace(result, attributions=attributions)
+    report = tmp_path / "report.html"
+    one_row.to_html(report)
+    browser = Chromium(executable, tmp_path / "profile")
+    try:
+        browser.open(report.as_uri())
+        found = browser.evaluate(
+            """(() => {
+                const canvas = document.getElementById("hm-canvas");
+                const first = {kind: canvas.dataset.kind, layer: canvas.dataset.layer,
+                               caption: document.getElementById("hm-caption").textContent};
+                const layer = document.getElementById("hm-layer");
+                layer.value = String(layer.options.length - 1);
+                layer.dispatchEvent(new Event("change"));
+                return {first: first, top: {layer: canvas.dataset.layer,
+                        caption: document.getElementById("hm-caption").textContent}};
+            })()"""
+        )
+        assert browser.errors() == []
+    finally:
+        browser.close()
+    assert found["first"]["kind"] == "attribution" and found["first"]["layer"] == "10"
+    assert "Only the row" not in found["first"]["caption"]
+    assert found["top"]["layer"] == "11"
+    assert (
+        "Only the row of \u201c[CLS]\u201d is non-zero: the prediction reads this position" in found["top"]["caption"]
+    )

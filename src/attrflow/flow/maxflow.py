@@ -65,6 +65,7 @@ def attention_flow(
     exclude: ExcludeSpec = None,
     tolerance: float = 1e-7,
     workers: int | None = None,
+    check_rows: bool = True,
 ) -> torch.Tensor:
     """Attention flow from output positions to every input token (Abnar & Zuidema, ACL 2020; arXiv 2005.00928).
 
@@ -96,6 +97,8 @@ def attention_flow(
             one more stage.
         workers: processes for large batches (None: one per available CPU; 1: in this process). The result
             does not depend on it.
+        check_rows: require every attention row to sum to 1 (within rounding). False accepts rows that sum to
+            less (the attention of pruned heads or masked interactions; flow then runs on those capacities).
 
     Returns:
         ``[len(positions), n]``, or ``[L, len(positions), n]`` for ``layer="all"``; float64 for float64 input,
@@ -119,7 +122,9 @@ def attention_flow(
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InvalidInputError(f"workers must be a positive integer or None, got {workers!r}")
 
-    graph, top_matrices = attention_graph(tensor, residual=residual, head_fusion=head_fusion, head=head_index)
+    graph, top_matrices = attention_graph(
+        tensor, residual=residual, head_fusion=head_fusion, head=head_index, check_rows=check_rows
+    )
     sinks = np.flatnonzero(~excluded)
     # one scale for every block, so that results never depend on how the problems are split between workers
     flow_bound = max(1.0, float(graph.sum(axis=-1).max()), float(top_matrices.sum(axis=-1).max()))

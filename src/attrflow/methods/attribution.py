@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attrflow.errors import InvalidInputError
+from attrflow.errors import InvalidInputError, NonFiniteError
 from attrflow.memory import PeakMemory, available_memory, format_bytes
 from attrflow.methods.quadrature import RULES, Rule, quadrature
 from attrflow.methods.targets import Target, TargetLike, prepare_target
@@ -277,8 +277,15 @@ class AttentionAttributor:
         model = self.model
         objective = outcome.objective
         baseline = torch.tensor([outcome.baseline[layer] for layer in chosen], dtype=torch.float64)
-        token_totals = outcome.attributions.double().sum(dim=(1, 2, 3)) if outcome.attributions is not None else None
-        totals = token_totals if token_totals is not None else outcome.token_totals.double().sum(dim=-1)
+        full = outcome.attributions
+        kept = full if full is not None else outcome.token_totals
+        bad = [layer for layer, values in zip(chosen, kept, strict=True) if not bool(torch.isfinite(values).all())]
+        if bad:
+            raise NonFiniteError(
+                f"the attribution of layer{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} is not finite "
+                "(NaN or infinite gradients) although the model's output is; attrflow does not return it"
+            )
+        totals = full.double().sum(dim=(1, 2, 3)) if full is not None else outcome.token_totals.double().sum(dim=-1)
         gap = totals - (outcome.value - baseline)
         return AttentionAttribution(
             tokens=encoding.tokens,

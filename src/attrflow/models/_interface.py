@@ -52,6 +52,11 @@ class Session:
             scaled-dot-product attention: their probabilities are never materialised, so a backward through them
             keeps O(N·d) per row instead of [H, N, N]. ``clean_leaves`` then applies to the branched sites only,
             and each branched site keeps row 0's (clean) probabilities ``[H, N, N]`` in ``bases[site]``.
+        capture_values: keep a detached copy of every site's value states ``[B, H_kv, N, d]`` in ``values``.
+        zero_values: per site, ``[B]`` key positions: row r of the batch gets the value vector of position
+            ``zero_values[site][r]`` set to 0 in every head (−1: none), after the softmax (value zeroing).
+        suppress: ``([B] key positions, factor)``: at every site, row r's pre-softmax scores towards position
+            ``positions[r]`` are multiplied by ``factor`` (−1: none) before the mask (AtMan).
     """
 
     record: bool = False
@@ -61,6 +66,9 @@ class Session:
     branches: dict[int, tuple[int, torch.Tensor, int]] = field(default_factory=dict)
     clean_leaves: bool = False
     stream: bool = False
+    capture_values: bool = False
+    zero_values: dict[int, torch.Tensor] = field(default_factory=dict)
+    suppress: tuple[torch.Tensor, float] | None = None
     # filled while running
     count: int = 0
     records: list[torch.Tensor] = field(default_factory=list)
@@ -70,6 +78,7 @@ class Session:
     leaves: dict[int, torch.Tensor] = field(default_factory=dict)
     clean_row_leaves: dict[int, torch.Tensor] = field(default_factory=dict)
     bases: dict[int, torch.Tensor] = field(default_factory=dict)
+    values: list[torch.Tensor] = field(default_factory=list)
 
     def reset(self) -> None:
         """Forget what the previous forward pass left (call before each pass)."""
@@ -81,15 +90,22 @@ class Session:
         self.leaves = {}
         self.clean_row_leaves = {}
         self.bases = {}
+        self.values = []
 
     def streams_next_site(self, module: nn.Module) -> bool:
-        """Whether the next site needs no probabilities (``stream``) and may run fused; if so, it is counted."""
+        """Whether the next site needs no probabilities (``stream``) and may run fused; if so, it is counted.
+
+        A site with anything to do (a branch, gate, edit, record, value capture or zeroing, score suppression)
+        runs materialised."""
         site = self.count
         quiet = not (
             self.record
             or (self.clean_leaves and not self.stream)
             or site in self.branches
             or site in self.edits
+            or self.capture_values
+            or site in self.zero_values
+            or self.suppress is not None
             or (self.gate is not None and site < self.gate.shape[0] and not bool((self.gate[site] == 1).all()))
         )
         if not (self.stream and quiet):
@@ -98,6 +114,28 @@ class Session:
         self.modules.append(module)
         self.site_block_call.append(self.block_calls - 1)
         return True
+
+    def on_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scale the pre-softmax scores ``[B, H, q, k]`` of the next site as :attr:`suppress` asks."""
+        if self.suppress is None:
+            return scores
+        positions, factor = self.suppress
+        scale = torch.ones(scores.shape[0], scores.shape[-1], dtype=scores.dtype, device=scores.device)
+        rows = torch.nonzero(positions >= 0).flatten()
+        scale[rows, positions[rows]] = factor
+        return scores * scale[:, None, None, :]
+
+    def on_values(self, value: torch.Tensor) -> torch.Tensor:
+        """Capture or zero the value states ``[B, H_kv, k, d]`` of the next site (before :meth:`on_site` counts it)."""
+        if self.capture_values:
+            self.values.append(value.detach())
+        positions = self.zero_values.get(self.count)
+        if positions is None:
+            return value
+        keep = torch.ones(value.shape[0], value.shape[2], dtype=value.dtype, device=value.device)
+        rows = torch.nonzero(positions >= 0).flatten()
+        keep[rows, positions[rows]] = 0.0
+        return value * keep[:, None, :, None]
 
     def on_site(self, module: nn.Module, probs: torch.Tensor) -> torch.Tensor:
         """Apply this session's interventions to the probabilities ``[B, H, q, k]`` of the next site."""
@@ -217,6 +255,12 @@ def attrflow_attention_forward(
             f"{type(module).__name__} uses attention sinks (extra softmax logits); attrflow's probabilities would "
             "not be the model's. This architecture is not supported."
         )
+    session = _SESSION.get()
+    sites = _SITE_MODULES.get()
+    if session is not None and not (sites is None or id(module) in sites):
+        session = None
+    if session is not None:
+        value = session.on_values(value)
     heads = query.shape[1]
     if key.shape[1] != heads:
         if heads % key.shape[1]:
@@ -230,13 +274,9 @@ def attrflow_attention_forward(
     causal = bool(q_len > 1 and attention_mask is None and causal)
     if causal and key.shape[2] > q_len:
         key, value = key[:, :, :q_len], value[:, :, :q_len]
-    session = _SESSION.get()
-    sites = _SITE_MODULES.get()
-    counted = session is not None and (sites is None or id(module) in sites)
     position_bias = kwargs.get("position_bias")
     if (
-        counted
-        and session is not None
+        session is not None
         and session.stream
         and kwargs.get("softcap") is None
         and _no_empty_rows(attention_mask)
@@ -249,6 +289,8 @@ def attrflow_attention_forward(
     softcap = kwargs.get("softcap")
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
+    if session is not None:
+        scores = session.on_scores(scores)
     kv_len = key.shape[2]
     if attention_mask is not None:
         mask = attention_mask[..., :kv_len]
@@ -261,7 +303,7 @@ def attrflow_attention_forward(
     probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
     if dropout > 0.0 and module.training:
         probs = nn.functional.dropout(probs, p=dropout, training=True)
-    if counted and session is not None:
+    if session is not None:
         probs = session.on_site(module, probs)
     output = torch.matmul(probs, value)
     return output.transpose(1, 2).contiguous(), probs

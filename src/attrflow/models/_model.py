@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
-from attrflow.models import _encoding
+from attrflow.models import _encoding, _finite, _labels
 from attrflow.models._encoding import Encoding, TokenizedText
 from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered, site_modules
+from attrflow.models._mixing import MixingPasses
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
 from attrflow.models._replay import embeddings_into, eval_mode, frozen_parameters, run_rows
@@ -35,7 +36,7 @@ _GATE: ContextVar[torch.Tensor | None] = ContextVar("attrflow_gate", default=Non
 _EDITS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("attrflow_edits", default=None)
 
 
-class Model:
+class Model(MixingPasses):
     """A 🤗 transformers model (+ tokenizer) that attrflow can read and intervene on.
 
     Build it with :func:`load_model`. ``model`` is the wrapped transformers model, returned to its original state
@@ -208,6 +209,7 @@ class Model:
         with active_session(session):
             out = self.model(**inputs)
         logits = self._logits(out, position)
+        _finite.check_logits(self, logits, inputs)
         if logits.shape[0] != batch:
             raise RuntimeError(f"expected {batch} output rows, got {logits.shape[0]}")
         return logits
@@ -268,6 +270,7 @@ class Model:
                 recompute=probe.blocks,
             )
         logits = self._logits(out, position)
+        _finite.check_logits(self, logits, inputs)
         if logits.shape[0] != total:
             raise RuntimeError(f"expected {total} output rows, got {logits.shape[0]}")
         return logits, session
@@ -470,7 +473,11 @@ class Model:
         """
         if self.tokenizer is None:
             raise InvalidInputError("this model has no tokenizer: pass inputs as a dict of tensors, or give tokenizer=")
-        _encoding.check_text(text, text_pair, message="{label} is empty or only whitespace; give a non-empty string")
+        _encoding.check_text(
+            text,
+            text_pair,
+            message="{label} is empty or holds only whitespace, zero-width or control characters; give text with words in it",
+        )
         tensors, truncated = _encoding.encode_text(
             self.tokenizer, text, text_pair, limit=self.max_length(), truncation=truncation
         )
@@ -491,6 +498,7 @@ class Model:
             self.tokenizer,
             vocab_size=int(self.model.config.get_text_config().vocab_size),
             reads_last=self.causal or self.task == "causal-lm" or self.is_encoder_decoder,
+            limit=self.max_length(),
         )
 
     def prepare(self, inputs: InputLike, *, truncation: bool = True) -> Encoding:
@@ -609,6 +617,17 @@ class Model:
         finally:
             _EDITS.reset(token)
 
+    def check_dataset(self, dataset: Any) -> None:
+        """Refuse a labelled dataset whose classes are not this model's (their number, or their names in order).
+
+        Every dataset-level analysis calls this before any work; the message names the model's classes and the
+        dataset's labels.
+
+        Raises:
+            InvalidInputError: the model and the dataset disagree.
+        """
+        _labels.check_labels(self, dataset)
+
     def resolve_target(self, target: int | None, predicted: int) -> int:
         """``target`` checked against the model's outputs (a class index, or a vocabulary id for causal LMs), or
         ``predicted`` when None."""
@@ -668,4 +687,5 @@ class Model:
             return torch.empty(0, self.num_outputs)
         result = torch.empty(len(order), rows[0].shape[-1])
         result[torch.tensor(order)] = torch.cat(rows)
+        _finite.check_items(self, result, features)
         return result
