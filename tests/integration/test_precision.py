@@ -38,7 +38,7 @@ def test_every_method_runs_in_half_precision_close_to_float32(arch, dtype):
             continue
         expected = attrflow.token_scores(reference, TEXT, name, **options)
         got = attrflow.token_scores(low, TEXT, name, **options)
-        assert got.scores.dtype == torch.float32 and torch.isfinite(got.scores).all(), name
+        assert got.scores.dtype in (torch.float32, torch.float64) and torch.isfinite(got.scores).all(), name
         if name == "gradient":
             continue  # |Σ_d ∂F/∂e| is rounding noise for LayerNorm models in any precision
         scale = expected.scores.abs().max().item()

@@ -77,9 +77,11 @@ def attention_token_scores(
     num_layers, _, n, _ = attentions.shape
     chosen = resolve_layers(layers, num_layers)
     position = resolve_index("position", position, n)
-    attentions = attentions.detach().float().cpu()
+    attentions = attentions.detach().cpu()
+    if attentions.dtype not in (torch.float16, torch.bfloat16):  # half types kept: the row checks allow their rounding
+        attentions = attentions.float()
     if method == "attention":
-        return reduce_rows(fuse_heads(attentions[list(chosen)], head_fusion), reduction, position).float()
+        return reduce_rows(fuse_heads(attentions[list(chosen)].float(), head_fusion), reduction, position).float()
     if method == "rollout":
         from attrflow.flow.rollout import attention_rollout
 

@@ -361,9 +361,10 @@ class Model(MixingPasses):
         encoding = self.prepare(inputs, truncation=truncation)
         with torch.no_grad():
             clean = self.forward_pass(encoding)
-        return Recording(
-            encoding=encoding, logits=clean.logits.detach().cpu(), attentions=clean.attentions.float().cpu()
-        )
+        attentions = clean.attentions.cpu()
+        # half-precision probabilities stay in their type: exact either way, and their row sums' rounding is known
+        attentions = attentions if attentions.dtype in (torch.float16, torch.bfloat16) else attentions.float()
+        return Recording(encoding=encoding, logits=clean.logits.detach().cpu(), attentions=attentions)
 
     def input_embedding_module(self) -> nn.Module:
         """The module that turns token ids into word embeddings (the encoder's own, for encoder-decoders).

@@ -17,7 +17,8 @@ class Recording:
     Attributes:
         encoding: the input.
         logits: ``[C]`` the model's output at the explained position (class logits, or next-token logits).
-        attentions: float32 ``[L, H, n, n]`` over the n real positions (row = query, column = key), on the CPU.
+        attentions: float32 ``[L, H, n, n]`` over the n real positions (row = query, column = key), on the CPU
+            (float16/bfloat16 for models in those types: the probabilities as the model used them).
     """
 
     encoding: Encoding
