@@ -294,12 +294,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="quadrature points of (c) (Gauss-Lobatto)")
     parser.add_argument("--child", nargs=3, metavar=("SHAPE", "N", "WHAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ["BENCH_ATTATTR_LAYERS"] = args.attattr_layers
-    os.environ["BENCH_ATTATTR_STEPS"] = str(args.steps)
     if args.child:
         shape, n, what = args.child
         print(json.dumps(child(shape, int(n), what, args.threads)))
         return
+    # (c)'s options reach the children through the environment (their command line is the shared one)
+    os.environ["BENCH_ATTATTR_LAYERS"] = args.attattr_layers
+    os.environ["BENCH_ATTATTR_STEPS"] = str(args.steps)
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
     results = []
     for shape in args.shapes:
