@@ -65,6 +65,9 @@ _EXPORTS: dict[str, str] = {
     "render_report": "attrflow.viz.report",
     "attention_rollout": "attrflow.flow.rollout",
     "attention_flow": "attrflow.flow.maxflow",
+    "attention_flow_bounds": "attrflow.flow.bounds",
+    "sink_share": "attrflow.methods.sinks",
+    "KeyCache": "attrflow.models",
     "Dataset": "attrflow.data",
     "Example": "attrflow.data",
     "load_dataset": "attrflow.data",
@@ -124,6 +127,7 @@ if TYPE_CHECKING:
         RunMismatchError,
         UnsupportedModelError,
     )
+    from attrflow.flow.bounds import attention_flow_bounds
     from attrflow.flow.maxflow import attention_flow
     from attrflow.flow.rollout import attention_rollout
     from attrflow.methods import AttentionAttributor, attribute, record_attention
@@ -131,7 +135,8 @@ if TYPE_CHECKING:
     from attrflow.methods.context import ExplainContext
     from attrflow.methods.gradients import gradient_x_input, input_gradient, integrated_gradients
     from attrflow.methods.registry import Method, MethodInfo, get_method, list_methods, register_method
-    from attrflow.models import Encoding, Model, Recording, TokenizedText, load_model
+    from attrflow.methods.sinks import sink_share
+    from attrflow.models import Encoding, KeyCache, Model, Recording, TokenizedText, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, TokenScores, load_result
     from attrflow.runner import DatasetTask, RunOptions, RunResult, open_run, run_dataset
     from attrflow.viz.report import render_report

@@ -21,10 +21,18 @@ from torch import nn
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.models import _encoding
 from attrflow.models._encoding import Encoding, TokenizedText
-from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered, site_modules
+from attrflow.models._interface import (
+    IMPL_NAME,
+    Session,
+    active_session,
+    ensure_registered,
+    site_modules,
+    streaming_handler,
+)
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
 from attrflow.models._replay import embeddings_into, eval_mode, run_rows
+from attrflow.models._streaming import KeyCache, StreamingCapture, logits_only_at
 
 InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
 
@@ -313,6 +321,26 @@ class Model:
         return Recording(
             encoding=encoding, logits=clean.logits.detach().cpu(), attentions=clean.attentions.float().cpu()
         )
+
+    def capture_keys(self, inputs: InputLike, *, truncation: bool = True) -> KeyCache:
+        """One forward pass that keeps every layer's queries and keys, not its attention: ``O(L·n·d)`` memory.
+
+        For long inputs, where :meth:`record`'s ``[L, H, n, n]`` would not fit: attention outputs come from torch's
+        fused scaled-dot-product attention, and :meth:`KeyCache.attention_rows` recomputes any block of attention
+        rows later, equal to the recorded ones (same mask, scaling, grouped-query heads, softcap and position
+        bias). Causal LMs compute logits only at the explained position. Heads gated by :meth:`gate_heads` and
+        interactions masked by :meth:`mask_interactions` apply.
+        """
+        encoding = self.prepare(inputs, truncation=truncation)
+        capture = StreamingCapture(gate=_GATE.get(), edits=_EDITS.get() or {})
+        position = self._position(encoding)
+        only = logits_only_at(self.model, position)
+        with self.engaged(), torch.no_grad(), streaming_handler(capture):
+            output = self.model(**encoding.inputs, **only)
+        logits = self._logits(output, 0 if only else position)
+        if len(capture.sites) != self.num_layers:
+            raise RuntimeError(f"expected {self.num_layers} attention sites, the pass had {len(capture.sites)}")
+        return KeyCache(encoding=encoding, logits=logits[0].detach().cpu(), sites=tuple(capture.sites))
 
     def input_embedding_module(self) -> nn.Module:
         """The module that turns token ids into word embeddings (the encoder's own, for encoder-decoders).

@@ -1,0 +1,177 @@
+"""Certified lower and upper bounds on attention flow, for inputs too long for exact flow.
+
+Exact attention flow (Abnar & Zuidema, ACL 2020, §4; :func:`attrflow.attention_flow`) solves n max-flow problems
+per source on networks of ``L·n²`` arcs: about ``L·n³`` work, minutes at n = 512 and days at n = 4096. Here every
+value of one source is bounded at once, in two top-down passes over blocks of attention rows (the work of
+rollout, ``O(L·n²)``, and ``O(L·n)`` memory), so it runs wherever :func:`attrflow.flow.rows.rollout_rows` runs.
+
+Node ``(k, i)`` is position i after layer k−1, edge ``(k, i) → (k−1, j)`` has capacity ``Ā_{k-1}[i, j]``; the
+source is ``(l+1, p)``, the sink token t at graph layer 0. For sink t:
+
+* Lower bound (a feasible flow). Route one unit from the source down the graph in rollout's proportions: the
+  amount reaching node ``(1, i)`` is ``x_i``, rollout's row of p through layers ``l..1`` (every entry at most 1, so
+  every edge carries at most its capacity). Keeping from each path into ``(1, i)`` only the share that edge
+  ``(1, i) → t`` can take stays feasible, so ``v_t ≥ Σ_i min(x_i, Ā_0[i, t])`` (≥ rollout's ``Σ_i x_i·Ā_0[i, t]``).
+* Upper bound (a relaxation). The flow through a node is at most what can reach it, edge by edge, and at most
+  its own out-capacity: ``T_{k}(j) = min(Σ_i min(T_{k+1}(i), Ā_k[i, j]), Σ_m Ā_{k-1}[j, m])`` from ``T = 1`` at
+  the source, and ``v_t ≤ min(Σ_i min(T_1(i), Ā_0[i, t]), Σ_j Ā_l[p, j])``. On the random attention we tried it
+  is the exact value for most tokens; the lower bound is the loose side (about 0.6 of the value at 6 layers).
+
+Both are exact for sources at the first two layers (the closed forms of exact flow). Normalised flow is
+``v_t / Σ_s v_s``; with ``lo ≤ v ≤ up`` it lies in ``[lo_t / (lo_t + Σ_{s≠t} up_s), up_t / (up_t + Σ_{s≠t} lo_s)]``.
+The bounds are certified but widen with depth: they say which tokens can and cannot carry much flow, not the
+exact value (BENCHMARKS.md measures their width against exact flow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from attrflow.errors import InvalidInputError
+from attrflow.flow.rows import AttentionRows, MaterialisedRows, graph_rows
+from attrflow.validation import HeadFusion, check_choice, resolve_index
+
+__all__ = ["attention_flow_bounds", "flow_value_bounds", "normalised_bounds"]
+
+# Work memory of the elementwise minimum of one sub-block ([chains, rows, n] values).
+_MIN_BLOCK_BYTES = 32 * 2**20
+
+
+def _sum_of_minima(vectors: torch.Tensor, rows: torch.Tensor, begin: int) -> torch.Tensor:
+    """``Σ_i min(vectors[:, begin + i], rows[i, :])`` for a block of matrix rows ``[b, n]``: ``[m, n]``."""
+    m, (b, n) = vectors.shape[0], rows.shape
+    step = max(1, _MIN_BLOCK_BYTES // max(1, m * n * vectors.element_size()))
+    total = torch.zeros(m, n, dtype=vectors.dtype, device=vectors.device)
+    for start in range(0, b, step):
+        stop = min(start + step, b)
+        local = vectors[:, begin + start : begin + stop]
+        total += torch.minimum(local[:, :, None], rows[None, start:stop, :]).sum(dim=1)
+    return total
+
+
+def flow_value_bounds(
+    attention: AttentionRows,
+    *,
+    layers: Sequence[int],
+    positions: Sequence[int],
+    residual: bool = True,
+    head_fusion: HeadFusion = "mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on the max-flow values (not normalised) from ``(layer + 1, p)`` to every input token.
+
+    Returns:
+        ``(lower, upper)``, float64 ``[len(layers), len(positions), n]``: ``lower ≤ max flow ≤ upper``.
+    """
+    n = attention.n
+    probe = attention.attention_rows(0, 0, 1)
+    start = torch.zeros(len(positions), n, dtype=torch.float64, device=probe.device)
+    start[torch.arange(len(positions)), torch.tensor(list(positions))] = 1.0
+    # per chain (one per reported layer): the routed amounts x and the throughput bounds T, each [P, n]
+    routed: dict[int, torch.Tensor] = {}
+    through: dict[int, torch.Tensor] = {}
+    source_capacity: dict[int, torch.Tensor] = {}  # [P, 1]: no flow exceeds what the source can send
+    for layer in range(max(layers), -1, -1):
+        if layer in layers:
+            routed[layer], through[layer] = start.clone(), start.clone()
+            source_capacity[layer] = torch.cat(
+                [
+                    graph_rows(attention.attention_rows(layer, p, p + 1), p, residual=residual, head_fusion=head_fusion)
+                    .to(torch.float64)
+                    .sum(dim=-1)
+                    for p in positions
+                ]
+            ).to(start.device)[:, None]
+        order = sorted(routed)
+        x = torch.cat([routed[key] for key in order])
+        t = torch.cat([through[key] for key in order])
+        new_x, new_t = torch.zeros_like(x), torch.zeros_like(t)
+        for begin in range(0, n, attention.block_size):
+            stop = min(begin + attention.block_size, n)
+            block = attention.attention_rows(layer, begin, stop)
+            rows = graph_rows(block, begin, residual=residual, head_fusion=head_fusion).to(torch.float64)
+            # a node passes on at most its own out-capacity
+            t[:, begin:stop] = torch.minimum(t[:, begin:stop], rows.sum(dim=-1)[None, :])
+            new_t += _sum_of_minima(t, rows, begin)
+            if layer == 0:  # the sink's edges: each routed amount keeps what its edge can take
+                new_x += _sum_of_minima(x, rows, begin)
+            else:
+                new_x += x[:, begin:stop] @ rows
+        for index, key in enumerate(order):
+            span = slice(index * len(positions), (index + 1) * len(positions))
+            routed[key], through[key] = new_x[span], new_t[span]
+    lower = torch.stack([routed[layer] for layer in layers])
+    upper = torch.stack([torch.minimum(through[layer], source_capacity[layer]) for layer in layers])
+    upper = torch.maximum(upper, lower)
+    return lower, upper
+
+
+def attention_flow_bounds(
+    attentions: AttentionRows | torch.Tensor,
+    *,
+    layer: int | Literal["all"] = -1,
+    positions: int | Sequence[int] = -1,
+    residual: bool = True,
+    head_fusion: HeadFusion = "mean",
+    exclude: torch.Tensor | Sequence[bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Certified lower and upper bounds on normalised attention flow, in ``O(L·n²)`` time and ``O(L·n)`` memory.
+
+    The bounded alternative to :func:`attrflow.attention_flow` for long inputs (same graph, same normalisation;
+    see the module docstring for the bounds). Every exact flow value lies between the two.
+
+    Args:
+        attentions: ``[L, H, n, n]`` probabilities, or rows served by an :class:`attrflow.models.KeyCache`.
+        layer: the model layer whose outputs are the sources (negatives from the end), or ``"all"``.
+        positions: the output positions (sources); -1 is the last token.
+        residual: the graph ``0.5·W + 0.5·I`` (the paper) or ``W``.
+        head_fusion: ``"mean"`` (the paper), ``"max"``, ``"min"`` (rows rescaled to sum to 1).
+        exclude: boolean ``[n]``: tokens left out of the normalisation (their bounds are 0).
+
+    Returns:
+        ``(lower, upper)``: float32 ``[len(positions), n]``, or ``[L, len(positions), n]`` for ``layer="all"``.
+    """
+    source = attentions if not isinstance(attentions, torch.Tensor) else MaterialisedRows(attentions)
+    check_choice("head_fusion", head_fusion, HeadFusion)
+    n, num_layers = source.n, source.num_layers
+    layers = list(range(num_layers)) if layer == "all" else [resolve_index("layer", layer, num_layers)]
+    items = [positions] if isinstance(positions, int) else list(positions)
+    if not items:
+        raise InvalidInputError("positions is empty")
+    sources = [resolve_index("position", p, n) for p in items]
+    kept = torch.ones(n, dtype=torch.bool)
+    if exclude is not None:
+        mask = torch.as_tensor(exclude)
+        if mask.shape != (n,) or mask.dtype != torch.bool or bool(mask.all()):
+            raise InvalidInputError(f"exclude must be a boolean mask of shape ({n},) leaving at least one token")
+        kept = ~mask
+    lower, upper = flow_value_bounds(
+        source, layers=layers, positions=sources, residual=residual, head_fusion=head_fusion
+    )
+    normal_low, normal_high = normalised_bounds(lower, upper, kept)
+    if layer != "all":
+        return normal_low[0], normal_high[0]
+    return normal_low, normal_high
+
+
+def normalised_bounds(
+    lower: torch.Tensor, upper: torch.Tensor, kept: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on ``v_t / Σ_s v_s`` (over the ``kept`` tokens) from ``lower ≤ v ≤ upper`` ``[..., n]``: float32.
+
+    ``v_t / Σ v`` grows with ``v_t`` and shrinks with every other value, so it lies between
+    ``lo_t / (lo_t + Σ_{s≠t} up_s)`` and ``up_t / (up_t + Σ_{s≠t} lo_s)``; excluded tokens get 0.
+    """
+    if kept is None:
+        kept = torch.ones(lower.shape[-1], dtype=torch.bool)
+    lower, upper = lower.double().cpu() * kept, upper.double().cpu() * kept
+    lower_total, upper_total = lower.sum(dim=-1, keepdim=True), upper.sum(dim=-1, keepdim=True)
+    low_denominator = upper_total - upper + lower
+    high_denominator = lower_total - lower + upper
+    normal_low = torch.where(low_denominator > 0, lower / low_denominator.clamp_min(1e-300), 0.0)
+    # nothing is known about a value whose row may carry no flow at all but its own: up to 1
+    normal_high = torch.where(high_denominator > 0, upper / high_denominator.clamp_min(1e-300), 1.0)
+    normal_high = torch.minimum(normal_high, torch.ones_like(normal_high)) * kept
+    return normal_low.float(), normal_high.float()
