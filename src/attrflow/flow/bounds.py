@@ -78,9 +78,12 @@ def flow_value_bounds(
             routed[layer], through[layer] = start.clone(), start.clone()
             source_capacity[layer] = torch.cat(
                 [
-                    graph_rows(attention.attention_rows(layer, p, p + 1), p, residual=residual, head_fusion=head_fusion)
-                    .to(torch.float64)
-                    .sum(dim=-1)
+                    graph_rows(
+                        attention.attention_rows(layer, p, p + 1).to(torch.float64),
+                        p,
+                        residual=residual,
+                        head_fusion=head_fusion,
+                    ).sum(dim=-1)
                     for p in positions
                 ]
             ).to(start.device)[:, None]
@@ -90,8 +93,9 @@ def flow_value_bounds(
         new_x, new_t = torch.zeros_like(x), torch.zeros_like(t)
         for begin in range(0, n, attention.block_size):
             stop = min(begin + attention.block_size, n)
-            block = attention.attention_rows(layer, begin, stop)
-            rows = graph_rows(block, begin, residual=residual, head_fusion=head_fusion).to(torch.float64)
+            # fused in float64, as exact flow builds its graph: a certificate should not depend on rounding
+            block = attention.attention_rows(layer, begin, stop).to(torch.float64)
+            rows = graph_rows(block, begin, residual=residual, head_fusion=head_fusion)
             # a node passes on at most its own out-capacity
             t[:, begin:stop] = torch.minimum(t[:, begin:stop], rows.sum(dim=-1)[None, :])
             new_t += _sum_of_minima(t, rows, begin)
@@ -171,7 +175,7 @@ def normalised_bounds(
     low_denominator = upper_total - upper + lower
     high_denominator = lower_total - lower + upper
     normal_low = torch.where(low_denominator > 0, lower / low_denominator.clamp_min(1e-300), 0.0)
-    # nothing is known about a value whose row may carry no flow at all but its own: up to 1
-    normal_high = torch.where(high_denominator > 0, upper / high_denominator.clamp_min(1e-300), 1.0)
+    # the denominator is 0 only where the value itself is 0 (a row without flow is all zeros, as exact flow has it)
+    normal_high = torch.where(high_denominator > 0, upper / high_denominator.clamp_min(1e-300), 0.0)
     normal_high = torch.minimum(normal_high, torch.ones_like(normal_high)) * kept
     return normal_low.float(), normal_high.float()

@@ -211,14 +211,16 @@ def rollout_rows(
             every row is rescaled to sum to 1 over the rest, as in :func:`attrflow.attention_rollout`.
 
     Returns:
-        ``[len(layers), m, n]``: float32 (float64 for float64 attention).
+        ``[len(layers), m, n]``: float32 (float64 for float64 attention); the chains run in float64.
     """
     check_choice("head_fusion", head_fusion, HeadFusion)
     n = attention.n
     chosen = resolve_layers(layers, attention.num_layers)
     excluded = _exclude_mask(exclude, n)
     probe = attention.attention_rows(0, 0, 1)
-    dtype = _dtype(probe)
+    # the chains are vectors: float64 costs little next to recomputing the rows, and the renormalisation that
+    # `exclude` needs divides by what is left of a row, which can be small
+    dtype = torch.float64
 
     def rows(layer: int, start: int, stop: int) -> torch.Tensor:
         block = attention.attention_rows(layer, start, stop)
@@ -241,8 +243,10 @@ def rollout_rows(
     chains = chain_rows(rows, starts, n=n, block_size=attention.block_size)
     result = torch.stack([chains[layer] for layer in chosen])
     if excluded is not None and weights is not None:
-        return result.masked_fill(excluded.to(result.device), 0.0)
-    return _renormalise(result, excluded)
+        result = result.masked_fill(excluded.to(result.device), 0.0)
+    else:
+        result = _renormalise(result, excluded)
+    return result.to(_dtype(probe))
 
 
 def _excluded_weights(
