@@ -47,7 +47,9 @@ def test_rows_equal_the_recorded_attention_on_every_architecture(tiny):
 def test_methods_take_the_row_path_by_themselves_with_the_same_scores(tiny, method, monkeypatch):
     name, model = tiny
     inputs = example_inputs(name, length=9)
-    options = [{}, {"exclude": "sink"}] + ([{"reduction": "mean", "head_fusion": "max"}] if method != "flow_bounds" else [])
+    options = [{}, {"exclude": "sink"}] + (
+        [{"reduction": "mean", "head_fusion": "max"}] if method != "flow_bounds" else []
+    )
     for extra in options:
         recorded = attrflow.token_scores(model, inputs, method, **extra)
         monkeypatch.setattr(context_module, "MATERIALISE_LIMIT_BYTES", 0)
@@ -68,7 +70,7 @@ def _refuse(*args, **kwargs):
 def test_flow_is_refused_with_its_size_limit_on_long_inputs(monkeypatch):
     model = _model("llama")
     monkeypatch.setattr(context_module, "MATERIALISE_LIMIT_BYTES", 0)
-    with pytest.raises(InvalidInputError, match="MATERIALISE_LIMIT_BYTES.*L·n³.*method 'flow_bounds'"):
+    with pytest.raises(InvalidInputError, match="MATERIALISE_LIMIT_BYTES.*L·n³ to L·n⁴.*method 'flow_bounds'"):
         attrflow.token_scores(model, example_inputs("llama"), "flow")
 
 
@@ -146,7 +148,9 @@ def test_rows_with_softcap_and_sliding_windows():
         keys = model.capture_keys({"input_ids": ids})
         torch.testing.assert_close(keys.logits, recording.logits, rtol=1e-5, atol=1e-5)
         for layer in range(model.num_layers):
-            torch.testing.assert_close(_all_rows(keys, layer, 3).float(), recording.attentions[layer], rtol=0, atol=5e-6)
+            torch.testing.assert_close(
+                _all_rows(keys, layer, 3).float(), recording.attentions[layer], rtol=0, atol=5e-6
+            )
 
 
 def test_capture_keeps_order_n_d_memory_and_logits_at_one_position():

@@ -1,7 +1,7 @@
 """Certified lower and upper bounds on attention flow, for inputs too long for exact flow.
 
 Exact attention flow (Abnar & Zuidema, ACL 2020, §4; :func:`attrflow.attention_flow`) solves n max-flow problems
-per source on networks of ``L·n²`` arcs: about ``L·n³`` work, minutes at n = 512 and days at n = 4096. Here every
+per source on networks of ``L·n²`` arcs: ``L·n³`` to ``L·n⁴`` work, minutes at n = 512 and days at n = 4096. Here every
 value of one source is bounded at once, in two top-down passes over blocks of attention rows (the work of
 rollout, ``O(L·n²)``, and ``O(L·n)`` memory), so it runs wherever :func:`attrflow.flow.rows.rollout_rows` runs.
 

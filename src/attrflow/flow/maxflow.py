@@ -52,6 +52,8 @@ _SECONDS_PER_ARC = 3e-8
 _CHAIN_MIN_DENSITY = 0.9
 # The smallest tolerance float64 residual capacities can certify.
 _MIN_TOLERANCE = 1e-12
+# Above this many tokens the estimate grows by n / _PHASES_FROM more (see `estimated_seconds`).
+_PHASES_FROM = 128
 FLOW_MAX_SECONDS = 600.0
 """Exact flow refuses work estimated above this many seconds on one core (``max_seconds=None`` lifts it)."""
 
@@ -100,7 +102,7 @@ def attention_flow(
         workers: processes for large batches (None: one per available CPU; 1: in this process). The result
             does not depend on it.
         max_seconds: refuse, before any solving, work estimated above this many seconds on one core (exact flow
-            costs about ``L·n³``: n max flows per source on networks of ``L·n²`` arcs; see
+            costs ``L·n³`` to ``L·n⁴``: n max flows per source on networks of ``L·n²`` arcs; see
             :func:`estimated_seconds`); None lifts the limit. The message names the largest n that fits and the
             bounded alternative, :func:`attrflow.flow.bounds.attention_flow_bounds`.
 
@@ -162,7 +164,8 @@ def attention_flow(
 
 
 def estimated_seconds(num_layers: int, n: int, tops: Sequence[int], sources: int, sinks: int, density: float) -> float:
-    """Estimated seconds of exact flow on one core: every source layer's problems times their networks' arcs.
+    """Estimated seconds of exact flow on one core: every source layer's problems times their networks' arcs, times
+    ``n / 128`` above 128 tokens for the growing number of Dinic phases (about ``L·n⁴`` in all on flat attention).
 
     Args:
         num_layers: L (only the graph layers under each source matter).
@@ -178,7 +181,8 @@ def estimated_seconds(num_layers: int, n: int, tops: Sequence[int], sources: int
         chain = _use_chain(top, sources, n, density)
         units = _layer_units(top, sources, sinks, n, chain)
         total += units * 2 * density * n * n * _SECONDS_PER_ARC
-    return total
+    # Dinic's phases grow with n on flat attention (measured: 17-25x from n = 128 to 256 at 8 layers, not 8x)
+    return total * max(1.0, n / _PHASES_FROM)
 
 
 def _check_size(
@@ -207,7 +211,7 @@ def _check_size(
     raise InvalidInputError(
         f"exact attention flow here is {problems:,} max-flow problems on networks of up to "
         f"{2 * (max(tops) - 2) * n * n * density:,.0f} arcs, estimated {_duration(seconds)} on one core, over the "
-        f"limit of {_duration(max_seconds)}. Exact flow costs about L·n³; with these {num_layers} layers and "
+        f"limit of {_duration(max_seconds)}. Exact flow costs L·n³ to L·n⁴; with these {num_layers} layers and "
         f"sources it fits up to about n = {largest} tokens. For longer inputs use "
         "attrflow.flow.bounds.attention_flow_bounds (certified lower and upper bounds on every value, in the time "
         "of rollout) or method 'flow_bounds'; pass max_seconds=None to solve exactly anyway"

@@ -31,8 +31,10 @@ from attrflow.validation import resolve_index
 __all__ = ["KeyCache"]
 
 # Work memory of one block of recomputed rows (scores, float32 softmax, probabilities) and of the output blocks of
-# calls that cannot go to SDPA; rows per block follow from it and the layer's width.
+# calls that cannot go to SDPA; rows per block follow from it and the layer's width. Larger on accelerators, where
+# each block costs a dozen kernel launches: at n = 32k and 32 heads, 1 GiB is about 80 rows per block.
 ROW_BLOCK_BYTES = 64 * 2**20
+ROW_BLOCK_BYTES_ACCELERATOR = 2**30
 
 
 def _owned(tensor: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,7 @@ class _SiteKeys:
             return out if self.gate is None else out * self.gate.to(out.dtype).view(-1, 1, 1)
         length = int(self.query.shape[1])
         out = self.query.new_empty(heads, length, value.shape[-1])
-        step = rows_per_block(heads, self.kv_length)
+        step = rows_per_block(heads, self.kv_length, self.query.device)
         for start in range(0, length, step):
             stop = min(start + step, length)
             probs = self.probabilities(slice(start, stop))
@@ -134,8 +136,9 @@ class _SiteKeys:
         return out
 
 
-def rows_per_block(heads: int, columns: int, budget: int = ROW_BLOCK_BYTES) -> int:
-    """Rows per block so that a block's scores and float32 softmax stay within ``budget`` bytes."""
+def rows_per_block(heads: int, columns: int, device: torch.device | None = None) -> int:
+    """Rows per block so that a block's scores and float32 softmax stay within the work budget of ``device``."""
+    budget = ROW_BLOCK_BYTES if device is None or device.type == "cpu" else ROW_BLOCK_BYTES_ACCELERATOR
     return max(1, budget // (heads * max(columns, 1) * 4 * 3))
 
 
@@ -223,8 +226,8 @@ class KeyCache:
 
     @property
     def block_size(self) -> int:
-        """Rows per block that keep one block's work within about 64 MB."""
-        return rows_per_block(self.num_heads, self.sites[0].kv_length)
+        """Rows per block that keep one block's work within about 64 MB (1 GiB on an accelerator)."""
+        return rows_per_block(self.num_heads, self.sites[0].kv_length, self.sites[0].query.device)
 
     @property
     def nbytes(self) -> int:

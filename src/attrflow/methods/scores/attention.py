@@ -158,7 +158,7 @@ def flow_too_long(context: ExplainContext, layers: Sequence[int], reduction: Red
     return (
         f"exact attention flow needs this input's [L, H, n, n] attention recorded "
         f"({_size(context.attention_bytes)} at n = {context.n}, above "
-        "attrflow.methods.context.MATERIALISE_LIMIT_BYTES) and about L·n³ work (estimated "
+        "attrflow.methods.context.MATERIALISE_LIMIT_BYTES) and L·n³ to L·n⁴ work (estimated "
         f"{seconds / 3600:.1f} h on one core; attrflow.attention_flow refuses more than {FLOW_MAX_SECONDS:.0f} s "
         "unless max_seconds=None). Use method 'flow_bounds' (certified lower and upper bounds on every flow value, "
         "from attention rows, in the time of rollout) or 'rollout'"
@@ -251,7 +251,7 @@ class Flow(_AttentionDerived):
     ) -> TokenScores:
         """Flow ``[L, n]``: exact max-flow values (Abnar & Zuidema §3), certified to 1e-7.
 
-        Exact flow costs about ``L·n³``; inputs whose attention would not be recorded, or whose solving is
+        Exact flow costs ``L·n³`` to ``L·n⁴``; inputs whose attention would not be recorded, or whose solving is
         estimated above 10 minutes, are refused with the size limit. Use ``flow_bounds`` there.
         """
         return self._compute(context, layers, reduction, head_fusion, residual, exclude)
