@@ -8,14 +8,16 @@ rollout, ``O(L·n²)``, and ``O(L·n)`` memory), so it runs wherever :func:`attr
 Node ``(k, i)`` is position i after layer k−1, edge ``(k, i) → (k−1, j)`` has capacity ``Ā_{k-1}[i, j]``; the
 source is ``(l+1, p)``, the sink token t at graph layer 0. For sink t:
 
-* Lower bound (a feasible flow). Route one unit from the source down the graph in rollout's proportions: the
-  amount reaching node ``(1, i)`` is ``x_i``, rollout's row of p through layers ``l..1`` (every entry at most 1, so
-  every edge carries at most its capacity). Keeping from each path into ``(1, i)`` only the share that edge
-  ``(1, i) → t`` can take stays feasible, so ``v_t ≥ Σ_i min(x_i, Ā_0[i, t])`` (≥ rollout's ``Σ_i x_i·Ā_0[i, t]``).
+* Lower bound (feasible flows). Route one unit from the source down the graph in rollout's proportions: the
+  amount reaching node ``(m+1, i)`` is ``x_i``, rollout's row of p through layers ``l..m+1`` (every entry at most 1,
+  so every edge carries at most its capacity). Keeping from each path into ``(m+1, i)`` only what edge
+  ``(m+1, i) → (m, t)`` can take, and from there only what t's residual edges ``(m, t) → (m−1, t) → … → t`` can
+  take, stays feasible: ``v_t ≥ min(Σ_i min(x_i, Ā_m[i, t]), min_{r<m} Ā_r[t, t])`` for every m (m = 0 is
+  ``Σ_i min(x_i, Ā_0[i, t])`` ≥ rollout's value); the best m is taken.
 * Upper bound (a relaxation). The flow through a node is at most what can reach it, edge by edge, and at most
   its own out-capacity: ``T_{k}(j) = min(Σ_i min(T_{k+1}(i), Ā_k[i, j]), Σ_m Ā_{k-1}[j, m])`` from ``T = 1`` at
   the source, and ``v_t ≤ min(Σ_i min(T_1(i), Ā_0[i, t]), Σ_j Ā_l[p, j])``. On the random attention we tried it
-  is the exact value for most tokens; the lower bound is the loose side (about 0.6 of the value at 6 layers).
+  is the exact value for most tokens; the lower bound is the loose side.
 
 Both are exact for sources at the first two layers (the closed forms of exact flow). Normalised flow is
 ``v_t / Σ_s v_s``; with ``lo ≤ v ≤ up`` it lies in ``[lo_t / (lo_t + Σ_{s≠t} up_s), up_t / (up_t + Σ_{s≠t} lo_s)]``.
@@ -69,47 +71,70 @@ def flow_value_bounds(
     probe = attention.attention_rows(0, 0, 1)
     start = torch.zeros(len(positions), n, dtype=torch.float64, device=probe.device)
     start[torch.arange(len(positions)), torch.tensor(list(positions))] = 1.0
-    # per chain (one per reported layer): the routed amounts x and the throughput bounds T, each [P, n]
+    # per chain (one per reported layer): the routed amounts x and the throughput bounds T, each [P, n]; what the
+    # routed amounts can hand to each token's node, per layer; and every layer's diagonal (the residual edges)
     routed: dict[int, torch.Tensor] = {}
     through: dict[int, torch.Tensor] = {}
-    source_capacity: dict[int, torch.Tensor] = {}  # [P, 1]: no flow exceeds what the source can send
+    handed: dict[int, dict[int, torch.Tensor]] = {}
+    diagonals = torch.zeros(max(layers) + 1, n, dtype=torch.float64, device=probe.device)
     for layer in range(max(layers), -1, -1):
         if layer in layers:
-            routed[layer], through[layer] = start.clone(), start.clone()
-            source_capacity[layer] = torch.cat(
-                [
-                    graph_rows(
-                        attention.attention_rows(layer, p, p + 1).to(torch.float64),
-                        p,
-                        residual=residual,
-                        head_fusion=head_fusion,
-                    ).sum(dim=-1)
-                    for p in positions
-                ]
-            ).to(start.device)[:, None]
+            routed[layer], through[layer], handed[layer] = start.clone(), start.clone(), {}
         order = sorted(routed)
         x = torch.cat([routed[key] for key in order])
         t = torch.cat([through[key] for key in order])
-        new_x, new_t = torch.zeros_like(x), torch.zeros_like(t)
+        new_x, new_t, hand = torch.zeros_like(x), torch.zeros_like(t), torch.zeros_like(x)
         for begin in range(0, n, attention.block_size):
             stop = min(begin + attention.block_size, n)
             # fused in float64, as exact flow builds its graph: a certificate should not depend on rounding
             block = attention.attention_rows(layer, begin, stop).to(torch.float64)
             rows = graph_rows(block, begin, residual=residual, head_fusion=head_fusion)
+            diagonals[layer, begin:stop] = rows.diagonal(offset=begin)
             # a node passes on at most its own out-capacity
             t[:, begin:stop] = torch.minimum(t[:, begin:stop], rows.sum(dim=-1)[None, :])
             new_t += _sum_of_minima(t, rows, begin)
-            if layer == 0:  # the sink's edges: each routed amount keeps what its edge can take
-                new_x += _sum_of_minima(x, rows, begin)
-            else:
-                new_x += x[:, begin:stop] @ rows
+            hand += _sum_of_minima(x, rows, begin)
+            new_x += x[:, begin:stop] @ rows
         for index, key in enumerate(order):
             span = slice(index * len(positions), (index + 1) * len(positions))
             routed[key], through[key] = new_x[span], new_t[span]
-    lower = torch.stack([routed[layer] for layer in layers])
-    upper = torch.stack([torch.minimum(through[layer], source_capacity[layer]) for layer in layers])
-    upper = torch.maximum(upper, lower)
-    return lower, upper
+            handed[key][layer] = hand[span]
+    lower = torch.stack([_best_handover(handed[layer], diagonals) for layer in layers])
+    capacity = _source_capacity(attention, layers, positions, residual, head_fusion).to(start.device)
+    upper = torch.stack([through[layer] for layer in layers]).clamp_max(capacity)
+    return lower, torch.maximum(upper, lower)
+
+
+def _best_handover(handed: dict[int, torch.Tensor], diagonals: torch.Tensor) -> torch.Tensor:
+    """The best feasible flow among "route like rollout down to layer m, hand over to token t's node, then ride t's
+    residual edges down": ``max_m min(handed[m][t], min_{r<m} Ā_r[t, t])`` (m = 0 hands to the sink itself)."""
+    best = handed[0].clone()
+    below = torch.full_like(diagonals[0], torch.inf)
+    for layer in range(1, max(handed) + 1):
+        below = torch.minimum(below, diagonals[layer - 1])
+        best = torch.maximum(best, torch.minimum(handed[layer], below[None, :]))
+    return best
+
+
+def _source_capacity(
+    attention: AttentionRows, layers: Sequence[int], positions: Sequence[int], residual: bool, head_fusion: HeadFusion
+) -> torch.Tensor:
+    """``[len(layers), P, 1]``: each source's total capacity, which no flow from it exceeds."""
+    totals = [
+        [
+            float(
+                graph_rows(
+                    attention.attention_rows(layer, p, p + 1).to(torch.float64),
+                    p,
+                    residual=residual,
+                    head_fusion=head_fusion,
+                ).sum()
+            )
+            for p in positions
+        ]
+        for layer in layers
+    ]
+    return torch.tensor(totals, dtype=torch.float64)[:, :, None]
 
 
 def attention_flow_bounds(
