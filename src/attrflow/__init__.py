@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
     "token_scores": "attrflow.methods.api",
+    "context_mixing": "attrflow.methods.mixing",
+    "ContextMixing": "attrflow.methods.mixing",
     "ExplainContext": "attrflow.methods.context",
     "Method": "attrflow.methods.registry",
     "MethodInfo": "attrflow.methods.registry",
@@ -55,10 +57,10 @@ _EXPORTS: dict[str, str] = {
     "Explanation": "attrflow.analysis.explanation",
     "HeadImportance": "attrflow.analysis.heads",
     "head_importance": "attrflow.analysis.heads",
-    "PruningCurve": "attrflow.analysis.pruning",
-    "HeadsAnalysis": "attrflow.analysis.pruning",
-    "prune_curve": "attrflow.analysis.pruning",
-    "analyze_heads": "attrflow.analysis.pruning",
+    "PruningCurve": "attrflow.analysis.heads",
+    "HeadsAnalysis": "attrflow.analysis.heads",
+    "prune_curve": "attrflow.analysis.heads",
+    "analyze_heads": "attrflow.analysis.heads",
     "AttributionTree": "attrflow.analysis.tree",
     "attribution_tree": "attrflow.analysis.tree",
     "TokenScores": "attrflow.results",
@@ -97,8 +99,14 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.faithfulness import FaithfulnessReport, aopc, faithfulness
-    from attrflow.analysis.heads import HeadImportance, head_importance
-    from attrflow.analysis.pruning import HeadsAnalysis, PruningCurve, analyze_heads, prune_curve
+    from attrflow.analysis.heads import (
+        HeadImportance,
+        HeadsAnalysis,
+        PruningCurve,
+        analyze_heads,
+        head_importance,
+        prune_curve,
+    )
     from attrflow.analysis.token_scores import (
         attattr_scores,
         blankout_scores,
@@ -134,6 +142,7 @@ if TYPE_CHECKING:
     from attrflow.methods.api import token_scores
     from attrflow.methods.context import ExplainContext
     from attrflow.methods.gradients import gradient_x_input, input_gradient, integrated_gradients
+    from attrflow.methods.mixing import ContextMixing, context_mixing
     from attrflow.methods.registry import Method, MethodInfo, get_method, list_methods, register_method
     from attrflow.methods.sinks import sink_share
     from attrflow.models import Encoding, KeyCache, Model, Recording, TokenizedText, load_model

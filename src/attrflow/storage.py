@@ -52,11 +52,14 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "AttentionAttribution": "attrflow.results",
     "RecordedAttention": "attrflow.results",
     "TokenScores": "attrflow.results",
-    "HeadImportance": "attrflow.analysis.heads",
-    "PruningCurve": "attrflow.analysis.pruning",
+    "AttributionTree": "attrflow.analysis.tree",
+    "HeadImportance": "attrflow.analysis.heads.importance",
+    "PruningCurve": "attrflow.analysis.heads.pruning",
+    "HeadsAnalysis": "attrflow.analysis.heads.study",
     "FaithfulnessReport": "attrflow.analysis.faithfulness.report",
     "TriggerPatterns": "attrflow.analysis.triggers.patterns",
     "AttackReport": "attrflow.analysis.triggers.report",
+    "ContextMixing": "attrflow.methods.mixing",
 }
 
 

@@ -29,6 +29,7 @@ from attrflow.models._interface import (
     site_modules,
     streaming_handler,
 )
+from attrflow.models._mixing import MixingPasses
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
 from attrflow.models._replay import embeddings_into, eval_mode, run_rows
@@ -42,7 +43,7 @@ _GATE: ContextVar[torch.Tensor | None] = ContextVar("attrflow_gate", default=Non
 _EDITS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("attrflow_edits", default=None)
 
 
-class Model:
+class Model(MixingPasses):
     """A 🤗 transformers model (+ tokenizer) that attrflow can read and intervene on.
 
     Build it with :func:`load_model`. ``model`` is the wrapped transformers model, returned to its original state
