@@ -155,10 +155,10 @@ def test_rows_with_softcap_and_sliding_windows():
 
 def test_capture_keeps_order_n_d_memory_and_logits_at_one_position():
     model = _model("llama")
-    ids = torch.randint(5, VOCAB, (1, 40), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(5, VOCAB, (1, 30), generator=torch.Generator().manual_seed(1))
     keys = model.capture_keys({"input_ids": ids})
-    # per layer: queries [4 heads, 40, 8] and keys [2 key heads, 40, 8], float32; no mask for a causal input
-    assert keys.nbytes == 3 * (4 + 2) * 40 * 8 * 4
+    # per layer: queries [4 heads, 30, 8] and keys [2 key heads, 30, 8], float32; no mask for a causal input
+    assert keys.nbytes == 3 * (4 + 2) * 30 * 8 * 4
     assert keys.logits.shape == (model.num_outputs,)
     torch.testing.assert_close(keys.logits, model.record({"input_ids": ids}).logits, rtol=1e-5, atol=1e-5)
 

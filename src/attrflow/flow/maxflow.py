@@ -70,6 +70,7 @@ def attention_flow(
     tolerance: float = 1e-7,
     workers: int | None = None,
     max_seconds: float | None = FLOW_MAX_SECONDS,
+    check_rows: bool = True,
 ) -> torch.Tensor:
     """Attention flow from output positions to every input token (Abnar & Zuidema, ACL 2020; arXiv 2005.00928).
 
@@ -105,6 +106,8 @@ def attention_flow(
             costs ``L·n³`` to ``L·n⁴``: n max flows per source on networks of ``L·n²`` arcs; see
             :func:`estimated_seconds`); None lifts the limit. The message names the largest n that fits and the
             bounded alternative, :func:`attrflow.flow.bounds.attention_flow_bounds`.
+        check_rows: require every attention row to sum to 1 (within rounding). False accepts rows that sum to
+            less (the attention of pruned heads or masked interactions; flow then runs on those capacities).
 
     Returns:
         ``[len(positions), n]``, or ``[L, len(positions), n]`` for ``layer="all"``; float64 for float64 input,
@@ -131,7 +134,9 @@ def attention_flow(
     if max_seconds is not None:
         _check_size(tensor, tops, len(sources), int((~excluded).sum()), max_seconds, all_positions=positions is None)
 
-    graph, top_matrices = attention_graph(tensor, residual=residual, head_fusion=head_fusion, head=head_index)
+    graph, top_matrices = attention_graph(
+        tensor, residual=residual, head_fusion=head_fusion, head=head_index, check_rows=check_rows
+    )
     sinks = np.flatnonzero(~excluded)
     # one scale for every block, so that results never depend on how the problems are split between workers
     flow_bound = max(1.0, float(graph.sum(axis=-1).max()), float(top_matrices.sum(axis=-1).max()))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
-from attrflow.models import _encoding
+from attrflow.models import _encoding, _finite, _labels
 from attrflow.models._encoding import Encoding, TokenizedText
 from attrflow.models._interface import (
     IMPL_NAME,
@@ -207,6 +207,7 @@ class Model(MixingPasses):
         with active_session(session):
             out = self.model(**inputs)
         logits = self._logits(out, position)
+        _finite.check_logits(self, logits, inputs)
         if logits.shape[0] != batch:
             raise RuntimeError(f"expected {batch} output rows, got {logits.shape[0]}")
         return logits
@@ -243,6 +244,7 @@ class Model(MixingPasses):
         blocks = probe.blocks if replay else None
         out = run_rows(self.model, inputs, session, total, blocks=blocks, plan=plan, encoder=self._encoder)
         logits = self._logits(out, position)
+        _finite.check_logits(self, logits, inputs)
         if logits.shape[0] != total:
             raise RuntimeError(f"expected {total} output rows, got {logits.shape[0]}")
         return logits, session
@@ -438,7 +440,11 @@ class Model(MixingPasses):
         """
         if self.tokenizer is None:
             raise InvalidInputError("this model has no tokenizer: pass inputs as a dict of tensors, or give tokenizer=")
-        _encoding.check_text(text, text_pair, message="{label} is empty or only whitespace; give a non-empty string")
+        _encoding.check_text(
+            text,
+            text_pair,
+            message="{label} is empty or holds only whitespace, zero-width or control characters; give text with words in it",
+        )
         tensors, truncated = _encoding.encode_text(
             self.tokenizer, text, text_pair, limit=self.max_length(), truncation=truncation
         )
@@ -459,6 +465,7 @@ class Model(MixingPasses):
             self.tokenizer,
             vocab_size=int(self.model.config.get_text_config().vocab_size),
             reads_last=self.causal or self.task == "causal-lm" or self.is_encoder_decoder,
+            limit=self.max_length(),
         )
 
     def prepare(self, inputs: InputLike, *, truncation: bool = True) -> Encoding:
@@ -562,6 +569,17 @@ class Model(MixingPasses):
         finally:
             _EDITS.reset(token)
 
+    def check_dataset(self, dataset: Any) -> None:
+        """Refuse a labelled dataset whose classes are not this model's (their number, or their names in order).
+
+        Every dataset-level analysis calls this before any work; the message names the model's classes and the
+        dataset's labels.
+
+        Raises:
+            InvalidInputError: the model and the dataset disagree.
+        """
+        _labels.check_labels(self, dataset)
+
     def resolve_target(self, target: int | None, predicted: int) -> int:
         """``target`` checked against the model's outputs (a class index, or a vocabulary id for causal LMs), or
         ``predicted`` when None."""
@@ -621,4 +639,5 @@ class Model(MixingPasses):
             return torch.empty(0, self.num_outputs)
         result = torch.empty(len(order), rows[0].shape[-1])
         result[torch.tensor(order)] = torch.cat(rows)
+        _finite.check_items(self, result, features)
         return result
