@@ -181,7 +181,8 @@ class Model(MixingPasses):
     def _logits(self, output: Any, position: int | None = None) -> torch.Tensor:
         logits = output.logits if hasattr(output, "logits") else output[0]
         if self.task == "causal-lm":
-            logits = logits[:, -1 if position is None else position]
+            # a copy, not a view: a view would keep every position's logits ([n, vocab]) alive
+            logits = logits[:, -1 if position is None else position].clone()
         return cast(torch.Tensor, logits)
 
     def _position(self, encoding: Encoding) -> int | None:
