@@ -112,7 +112,8 @@ class Model(MixingPasses):
     @property
     def device(self) -> torch.device:
         """Device of the model's parameters."""
-        return next(self.model.parameters()).device
+        device: torch.device = next(self.model.parameters()).device
+        return device
 
     @property
     def num_outputs(self) -> int:
