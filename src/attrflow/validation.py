@@ -159,7 +159,8 @@ def target_rule(value: object) -> TargetRule:
             stacklevel=3,
         )
         return "label"
-    return check_choice("target", value, TargetRule)
+    rule: TargetRule = check_choice("target", value, TargetRule)
+    return rule
 
 
 # how the caller spells options: None (Python keywords) or, inside the CLI, keyword -> command-line option

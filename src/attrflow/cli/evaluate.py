@@ -22,7 +22,7 @@ from attrflow.cli._run_options import add_run_arguments, run_options
 from attrflow.errors import InvalidInputError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``evaluate`` subcommand."""
     from attrflow.analysis.faithfulness import DEFAULT_BINS, REFERENCES
     from attrflow.validation import REDUCTIONS

@@ -350,7 +350,8 @@ def _raw_label(table: _Table, line: int, row: dict[Column, Any], column: Column)
             raise InvalidInputError(f"{table.path}, line {line}: empty label in column {column!r}")
         if _is_integer(value):
             return int(value)
-    return value
+        return value
+    return int(value)
 
 
 def _is_integer(value: str) -> bool:

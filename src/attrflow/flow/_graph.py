@@ -168,11 +168,14 @@ def resolve_exclude(exclude: ExcludeSpec, attentions: AttentionInput, n: int) ->
 
 def fuse_heads(attentions: np.ndarray, head_fusion: HeadFusion) -> np.ndarray:
     """``W``: the heads of one layer fused by mean, max or min, ``[H, n, n] -> [n, n]``."""
+    fused: np.ndarray
     if head_fusion == "mean":
-        return attentions.mean(axis=0)
-    if head_fusion == "max":
-        return attentions.max(axis=0)
-    return attentions.min(axis=0)
+        fused = attentions.mean(axis=0)
+    elif head_fusion == "max":
+        fused = attentions.max(axis=0)
+    else:
+        fused = attentions.min(axis=0)
+    return fused
 
 
 def add_residual(weights: np.ndarray, *, residual: bool, renormalise: bool) -> np.ndarray:

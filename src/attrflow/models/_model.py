@@ -22,11 +22,19 @@ from torch import nn
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.models import _encoding, _finite, _labels
 from attrflow.models._encoding import Encoding, TokenizedText
-from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered, site_modules
+from attrflow.models._interface import (
+    IMPL_NAME,
+    Session,
+    active_session,
+    ensure_registered,
+    site_modules,
+    streaming_handler,
+)
 from attrflow.models._mixing import MixingPasses
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
 from attrflow.models._replay import embeddings_into, eval_mode, frozen_parameters, run_rows
+from attrflow.models._streaming import KeyCache, StreamingCapture, logits_only_at
 
 InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
 
@@ -105,7 +113,8 @@ class Model(MixingPasses):
     @property
     def device(self) -> torch.device:
         """Device of the model's parameters."""
-        return next(self.model.parameters()).device
+        device: torch.device = next(self.model.parameters()).device
+        return device
 
     @property
     def num_outputs(self) -> int:
@@ -174,13 +183,17 @@ class Model(MixingPasses):
     def _logits(self, output: Any, position: int | list[int] | None = None) -> torch.Tensor:
         logits = output.logits if hasattr(output, "logits") else output[0]
         if self.task == "causal-lm":
-            logits = logits[:, -1 if position is None else position]
+            # a copy, not a view: a view would keep every position's logits ([n, vocab]) alive
+            logits = logits[:, -1 if position is None else position].clone()
         return cast(torch.Tensor, logits)
 
-    def _position(self, encoding: Encoding, positions: Sequence[int] | None = None) -> int | list[int] | None:
+    def _position(self, encoding: Encoding) -> int | None:
+        return int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
+
+    def _read_at(self, encoding: Encoding, positions: Sequence[int] | None) -> int | list[int] | None:
         """The padded position whose logits are read; with ``positions`` (real indices), each of those."""
         if positions is None:
-            return int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
+            return self._position(encoding)
         if self.task != "causal-lm":
             raise InvalidInputError("logits at other positions exist for causal language models only")
         for p in positions:
@@ -321,7 +334,7 @@ class Model(MixingPasses):
                 DeprecationWarning,
                 stacklevel=2,
             )
-        position = self._position(encoding, positions)
+        position = self._read_at(encoding, positions)
         with self.engaged():
             return self._forward(encoding.inputs, session or Session(), batch=batch, position=position)
 
@@ -366,6 +379,26 @@ class Model(MixingPasses):
         attentions = attentions if attentions.dtype in (torch.float16, torch.bfloat16) else attentions.float()
         return Recording(encoding=encoding, logits=clean.logits.detach().cpu(), attentions=attentions)
 
+    def capture_keys(self, inputs: InputLike, *, truncation: bool = True) -> KeyCache:
+        """One forward pass that keeps every layer's queries and keys, not its attention: ``O(L·n·d)`` memory.
+
+        For long inputs, where :meth:`record`'s ``[L, H, n, n]`` would not fit: attention outputs come from torch's
+        fused scaled-dot-product attention, and :meth:`KeyCache.attention_rows` recomputes any block of attention
+        rows later, equal to the recorded ones (same mask, scaling, grouped-query heads, softcap and position
+        bias). Causal LMs compute logits only at the explained position. Heads gated by :meth:`gate_heads` and
+        interactions masked by :meth:`mask_interactions` apply.
+        """
+        encoding = self.prepare(inputs, truncation=truncation)
+        capture = StreamingCapture(gate=_GATE.get(), edits=_EDITS.get() or {})
+        position = self._position(encoding)
+        only = logits_only_at(self.model, position)
+        with self.engaged(), torch.no_grad(), streaming_handler(capture):
+            output = self.model(**encoding.inputs, **only)
+        logits = self._logits(output, 0 if only else position)
+        if len(capture.sites) != self.num_layers:
+            raise RuntimeError(f"expected {self.num_layers} attention sites, the pass had {len(capture.sites)}")
+        return KeyCache(encoding=encoding, logits=logits[0].detach().cpu(), sites=tuple(capture.sites))
+
     def input_embedding_module(self) -> nn.Module:
         """The module that turns token ids into word embeddings (the encoder's own, for encoder-decoders).
 
@@ -393,7 +426,7 @@ class Model(MixingPasses):
         the logits at those real positions, ``[B, k, C]``.
         """
         batch = int(embeddings.shape[0])
-        position = self._position(encoding, positions)
+        position = self._read_at(encoding, positions)
         with self.engaged():
             if self._encoder is None:
                 inputs = {key: value for key, value in encoding.inputs.items() if key != "input_ids"}
@@ -445,7 +478,7 @@ class Model(MixingPasses):
                 clean_leaves=clean_leaves,
                 record=record,
                 stream=stream,
-                position=self._position(encoding, positions),
+                position=self._read_at(encoding, positions),
             )
         return BranchPass(
             logits=logits,
