@@ -20,7 +20,6 @@ SRC = Path(attrflow.__file__).resolve().parent
 RANK = {
     "errors": 0,
     "dependencies": 1,
-    "_optional": 1,
     "validation": 1,
     "storage": 1,
     "memory": 1,
