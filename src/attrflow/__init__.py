@@ -87,6 +87,8 @@ _EXPORTS: dict[str, str] = {
     "faithfulness": "attrflow.analysis.faithfulness",
     "aopc": "attrflow.analysis.faithfulness",
     "FaithfulnessReport": "attrflow.analysis.faithfulness",
+    "leaderboard": "attrflow.analysis.leaderboard",
+    "Leaderboard": "attrflow.analysis.leaderboard",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -95,6 +97,7 @@ if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.faithfulness import FaithfulnessReport, aopc, faithfulness
     from attrflow.analysis.heads import HeadImportance, head_importance
+    from attrflow.analysis.leaderboard import Leaderboard, leaderboard
     from attrflow.analysis.pruning import HeadsAnalysis, PruningCurve, analyze_heads, prune_curve
     from attrflow.analysis.token_scores import (
         attattr_scores,

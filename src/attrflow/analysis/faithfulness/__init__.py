@@ -58,10 +58,13 @@ def __getattr__(name: str) -> Any:
     """The method lists of the time before the registry, computed from it (deprecated)."""
     from attrflow.methods.registry import get_method, method_names
 
+    def scored() -> tuple[str, ...]:
+        return tuple(m for m in method_names() if not get_method(m).baseline)
+
     lists = {
-        "METHODS": lambda: method_names(),
-        "LAYERWISE_METHODS": lambda: tuple(m for m in method_names() if get_method(m).per_layer),
-        "GRADIENT_METHODS": lambda: tuple(m for m in method_names() if not get_method(m).per_layer),
+        "METHODS": scored,
+        "LAYERWISE_METHODS": lambda: tuple(m for m in scored() if get_method(m).per_layer),
+        "GRADIENT_METHODS": lambda: tuple(m for m in scored() if not get_method(m).per_layer),
     }
     if name in lists:
         warnings.warn(

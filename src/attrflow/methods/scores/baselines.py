@@ -1,0 +1,92 @@
+"""The two floors every explanation method must beat: seeded random scores and token position.
+
+Neither reads the model. A method that does no better than ``random`` on a faithfulness metric carries no
+information the metric can see; one that does no better than ``position`` has learnt where tokens sit, not what
+they do (in the verb-agreement task the attractors sit closest to the verb). Both are evaluated by the leaderboard
+like every other method and are left out of the defaults of ``explain`` and ``evaluate`` (``baseline = True``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from attrflow.errors import InvalidInputError
+from attrflow.methods.context import ExplainContext
+from attrflow.methods.registry import Method, register_method
+from attrflow.results import TokenScores
+from attrflow.validation import check_choice, check_int
+
+Direction = Literal["last-first", "first-first"]
+
+
+def example_seed(token_ids: tuple[int, ...], seed: int) -> int:
+    """A seed derived from the input's token ids and ``seed``: the same input gets the same random scores in every
+    run, whatever the order or grouping of examples (so runs are reproducible and resumable)."""
+    digest = zlib.crc32(np.asarray(token_ids, dtype=np.int64).tobytes())
+    return (digest * 1_000_003 + int(seed)) % (2**63)
+
+
+@register_method
+class RandomScores(Method):
+    """Uniform random scores, seeded by the input."""
+
+    name = "random"
+    description = "baseline: uniform random scores in [0, 1), seeded by the input's token ids"
+    paper = "the floor of every faithfulness comparison (e.g. DeYoung et al., ERASER, ACL 2020)"
+    cost = "none (no forward pass)"
+    baseline = True
+    reads_output = False
+
+    def validate(self, **options: Any) -> None:
+        """seed: an integer."""
+        check_int("seed", options.get("seed", 0))
+
+    def compute(self, context: ExplainContext, *, seed: int = 0) -> TokenScores:
+        """Scores ``[n]`` drawn by ``numpy.random.default_rng(example_seed(token ids, seed))``."""
+        check_int("seed", seed)
+        ids = context.encoding.input_ids or tuple(range(context.n))
+        rng = np.random.default_rng(example_seed(tuple(ids), seed))
+        scores = torch.from_numpy(rng.random(context.n)).float()
+        return context.result(
+            self.name,
+            scores,
+            "uniform random in [0, 1), seeded by the input (a baseline)",
+            reads_output=False,
+            settings={"seed": int(seed)},
+        )
+
+
+@register_method
+class PositionScores(Method):
+    """Scores that follow the token's position."""
+
+    name = "position"
+    description = "baseline: the token's position, the last token highest (or the first, by option)"
+    paper = "a position baseline: what a method scores if it only knows where tokens sit"
+    cost = "none (no forward pass)"
+    baseline = True
+    reads_output = False
+
+    def validate(self, **options: Any) -> None:
+        """direction: ``"last-first"`` or ``"first-first"``."""
+        check_choice("direction", options.get("direction", "last-first"), Direction)
+
+    def compute(self, context: ExplainContext, *, direction: Direction = "last-first") -> TokenScores:
+        """Scores ``[n]``: ``j / (n − 1)`` (``"last-first"``, recency) or ``1 − j / (n − 1)`` (``"first-first"``)."""
+        check_choice("direction", direction, Direction)
+        n = context.n
+        if n < 1:
+            raise InvalidInputError("the input has no tokens")
+        ramp = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+        scores = ramp if direction == "last-first" else 1.0 - ramp
+        return context.result(
+            self.name,
+            scores.float(),
+            f"token position, {'the last' if direction == 'last-first' else 'the first'} token highest (a baseline)",
+            reads_output=False,
+            settings={"direction": direction},
+        )
