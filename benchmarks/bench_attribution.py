@@ -1,8 +1,8 @@
 """Self-attention attribution: attrflow vs the paper's algorithm done naively, side by side in one run.
 
-(a) naive: written here, independent of attrflow's engine. For every layer, one full forward + backward of all
-    m = 20 left-Riemann points batched together (as the official code batches its points), the layer's
-    probabilities replaced by α·A through a registered attention function.
+(a) naive: attrflow.testing.naive_attattr_layers, independent of attrflow's engine. For every layer, one full
+    forward + backward of all m = 20 left-Riemann points batched together (as the official code batches its
+    points), the layer's probabilities replaced by α·A through a registered attention function.
 (b) attrflow with the paper's rule: riemann-right, m = 20.
 (c) attrflow's default (Gauss–Lobatto, steps="auto": 4 points, doubled for layers whose completeness gap
     exceeds 1e-3), plus a few other settings for the record.
@@ -28,11 +28,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 import transformers as T
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import attrflow
 from attrflow.methods import DEFAULT_RULE, DEFAULT_STEPS
+from attrflow.testing import naive_attattr_layers
 
 SENTENCES = [
     "the acting was wooden and the plot made no sense at all , but the soundtrack saved the evening for me",
@@ -41,50 +40,10 @@ SENTENCES = [
     "honestly the new update is great , everything loads faster and the battery lasts the whole day now",
 ]
 
-_NAIVE: dict = {}
-
-
-def _naive_attention(module, query, key, value, attention_mask, **kwargs):
-    site = _NAIVE["count"]
-    _NAIVE["count"] += 1
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if site != _NAIVE["layer"]:
-        return out, None
-    leaf = (_NAIVE["alphas"].view(-1, 1, 1, 1) * _NAIVE["A"]).requires_grad_(True)
-    _NAIVE["leaf"] = leaf
-    return torch.matmul(leaf, value).transpose(1, 2).contiguous(), leaf
-
-
-AttentionInterface.register("naive_bench", _naive_attention)
-
 
 def naive_attattr(model: torch.nn.Module, inputs: dict, steps: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official-style AttAttr of every layer: returns attributions [L, H, n, n] and the completeness gaps [L]."""
-    model.set_attn_implementation("eager")
-    with torch.no_grad():
-        out = model(**inputs, output_attentions=True)
-    probs = torch.softmax(out.logits, -1)[0]
-    target = int(probs.argmax())
-    # encoder-decoders: the encoder's self-attention sites, which run first
-    attentions = [a.detach() for a in (getattr(out, "encoder_attentions", None) or out.attentions)]
-    model.set_attn_implementation("naive_bench")
-    batch = {k: v.expand(steps, *v.shape[1:]) for k, v in inputs.items()}
-    alphas = torch.arange(steps, dtype=torch.float32) / steps
-    attributions, gaps = [], []
-    try:
-        for layer, A in enumerate(attentions):
-            _NAIVE.update(count=0, layer=layer, alphas=alphas, A=A)
-            prob = torch.softmax(model(**batch).logits, -1)[:, target]
-            (grad,) = torch.autograd.grad(prob.sum(), _NAIVE["leaf"])
-            attr = grad.sum(0) * (A[0] / steps)
-            with torch.no_grad():
-                _NAIVE.update(count=0, layer=layer, alphas=torch.zeros(1), A=A)
-                f0 = torch.softmax(model(**inputs).logits, -1)[0, target]
-            attributions.append(attr)
-            gaps.append(attr.sum() - (probs[target] - f0))
-    finally:
-        model.set_attn_implementation("sdpa")
-    return torch.stack(attributions), torch.stack(gaps)
+    """Official-style AttAttr of every layer (attrflow.testing): attributions [L, H, n, n] and completeness gaps [L]."""
+    return naive_attattr_layers(model, inputs, steps=steps)
 
 
 def minilm() -> tuple[torch.nn.Module, object, str]:

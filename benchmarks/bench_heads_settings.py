@@ -28,8 +28,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 
 import attrflow
-from attrflow.analysis.heads import HeadImportance, select_examples
-from attrflow.analysis.pruning import prune_curve
+from attrflow.analysis.heads import HeadImportance, prune_curve
+from attrflow.data import sample
+from attrflow.runner import RunOptions
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
 
     model = attrflow.load_model(args.model)
     data = attrflow.load_dataset(args.data, split=args.split)
-    evaluation = select_examples(data, args.eval_examples, seed=1)  # a seeded sample (the splits are label-sorted)
+    evaluation = sample(data, args.eval_examples, seed=1)  # a seeded sample (the splits are label-sorted)
     configs = [(rule, int(steps)) for rule, steps in (c.split(":") for c in args.configs.split(","))]
     print(
         f"{model.name}: {model.num_layers}x{model.num_heads} heads; importance from {args.examples} examples of "
@@ -63,7 +64,13 @@ def main() -> None:
         name = f"{rule}:{steps}"
         start = time.perf_counter()
         importances[name] = attrflow.head_importance(
-            model, data, method="attattr", examples=args.examples, steps=steps, rule=rule, out_dir=out / name
+            model,
+            data,
+            method="attattr",
+            examples=args.examples,
+            steps=steps,
+            rule=rule,
+            run=RunOptions(out_dir=out / name),
         )
         seconds[name] = time.perf_counter() - start
     reference_name = f"{configs[0][0]}:{configs[0][1]}"
@@ -91,7 +98,7 @@ def main() -> None:
         examples=args.examples,
         steps=steps,
         rule=rule,  # type: ignore[arg-type]
-        out_dir=out / f"{args.other_split}-{rule}:{steps}",
+        run=RunOptions(out_dir=out / f"{args.other_split}-{rule}:{steps}"),
     )
     cross = other_importance.correlation(importances[f"{rule}:{steps}"])
     print(

@@ -32,49 +32,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import attrflow
-from attrflow.analysis.heads import HeadImportance, HeadScoresTask, select_examples
+from attrflow.analysis.heads import HeadImportance, HeadScoresTask
+from attrflow.data import sample
 from attrflow.runner import run_dataset
-
-_LOOP: dict[str, Any] = {}
-
-
-def _replacing_attention(module, query, key, value, attention_mask, **kwargs):
-    """SDPA everywhere except the target layer, whose probabilities become the leaf α·A (official model_attr.py)."""
-    site = _LOOP["count"]
-    _LOOP["count"] += 1
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if site != _LOOP["layer"]:
-        return out, None
-    leaf = (_LOOP["alphas"].view(-1, 1, 1, 1) * _LOOP["attention"]).requires_grad_(True)
-    _LOOP["leaf"] = leaf
-    return torch.matmul(leaf, value).transpose(1, 2).contiguous(), leaf
-
-
-AttentionInterface.register("bench_runner_official", _replacing_attention)
+from attrflow.testing import naive_attattr_layers
 
 
 def official_head_scores(hf_model: Any, inputs: dict[str, torch.Tensor], label: int, steps: int) -> np.ndarray:
-    """Max attribution per head ``[L, H]`` of one example, gold-label target, left Riemann sum with ``steps``."""
-    batch = {k: v.expand(steps, *v.shape[1:]) for k, v in inputs.items()}
-    alphas = torch.arange(steps, dtype=torch.float32) / steps
-    layers = hf_model.config.num_hidden_layers
-    scores = []
-    for layer in range(layers):
-        hf_model.set_attn_implementation("eager")
-        with torch.no_grad():
-            attention = hf_model(**inputs, output_attentions=True).attentions[layer].detach()
-        hf_model.set_attn_implementation("bench_runner_official")
-        _LOOP.update(count=0, layer=layer, alphas=alphas, attention=attention)
-        probability = torch.softmax(hf_model(**batch).logits, -1)[:, label]
-        (grad,) = torch.autograd.grad(probability.sum(), _LOOP["leaf"])
-        attribution = grad.sum(0) * (attention[0] / steps)
-        scores.append(attribution.flatten(1).amax(-1))
-    hf_model.set_attn_implementation("sdpa")
-    return torch.stack(scores).numpy()
+    """Max attribution per head ``[L, H]`` of one example, gold-label target, left Riemann sum with ``steps``
+    (the official algorithm, attrflow.testing.naive_attattr_layers)."""
+    attributions, _ = naive_attattr_layers(hf_model, inputs, target=label, steps=steps, completeness=False)
+    return attributions.flatten(2).amax(-1).numpy()
 
 
 def official_loop(model: attrflow.Model, examples: list[Any], steps: int) -> np.ndarray:
@@ -101,7 +71,7 @@ def main() -> None:
 
     model = attrflow.load_model(args.model)
     dataset = attrflow.load_dataset(args.data, split=args.split)
-    examples = list(select_examples(dataset, args.examples))  # a seeded sample: the built-in splits are label-sorted
+    examples = list(sample(dataset, args.examples))  # a seeded sample: the built-in splits are label-sorted
     lengths = [len(model.tokenizer(e.text, e.text_pair)["input_ids"]) for e in examples]
     print(
         f"{model.name}: {model.num_layers} layers x {model.num_heads} heads; {len(examples)} examples of "
@@ -109,7 +79,7 @@ def main() -> None:
         f"gold-label target; {args.threads} torch thread(s) here, {args.workers} Ray workers x 1 thread; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
-    options = {"methods": ["attattr"], "steps": args.steps, "rule": "riemann-left", "target": "gold"}
+    options = {"methods": ["attattr"], "steps": args.steps, "rule": "riemann-left", "target": "label"}
     timings: dict[str, float] = {}
     scores: dict[str, np.ndarray] = {}
 
@@ -123,7 +93,7 @@ def main() -> None:
             HeadScoresTask(model, **options),
             examples,
             out_dir=Path(scratch) / "local",
-            batch_size=args.examples_per_batch,
+            examples_per_batch=args.examples_per_batch,
             progress=False,
         )
         timings["attrflow local"] = time.perf_counter() - start
@@ -144,7 +114,7 @@ def main() -> None:
                 out_dir=Path(scratch) / "ray",
                 engine="ray",
                 num_workers=args.workers,
-                batch_size=args.examples_per_batch,
+                examples_per_batch=args.examples_per_batch,
                 progress=False,
             )
             key = f"attrflow ray x{args.workers}"
@@ -156,10 +126,10 @@ def main() -> None:
         # for the record: attrflow's default quadrature (not m = 20 left Riemann, so compared by ranking only)
         start = time.perf_counter()
         default = run_dataset(
-            HeadScoresTask(model, methods=["attattr"], target="gold"),
+            HeadScoresTask(model, methods=["attattr"], target="label"),
             examples,
             out_dir=Path(scratch) / "default",
-            batch_size=args.examples_per_batch,
+            examples_per_batch=args.examples_per_batch,
             progress=False,
         )
         default_seconds = time.perf_counter() - start

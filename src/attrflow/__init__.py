@@ -55,10 +55,10 @@ _EXPORTS: dict[str, str] = {
     "Explanation": "attrflow.analysis.explanation",
     "HeadImportance": "attrflow.analysis.heads",
     "head_importance": "attrflow.analysis.heads",
-    "PruningCurve": "attrflow.analysis.pruning",
-    "HeadsAnalysis": "attrflow.analysis.pruning",
-    "prune_curve": "attrflow.analysis.pruning",
-    "analyze_heads": "attrflow.analysis.pruning",
+    "PruningCurve": "attrflow.analysis.heads",
+    "HeadsAnalysis": "attrflow.analysis.heads",
+    "prune_curve": "attrflow.analysis.heads",
+    "analyze_heads": "attrflow.analysis.heads",
     "AttributionTree": "attrflow.analysis.tree",
     "attribution_tree": "attrflow.analysis.tree",
     "TokenScores": "attrflow.results",
@@ -96,9 +96,15 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if TYPE_CHECKING:
     from attrflow.analysis.explanation import Explanation, explain
     from attrflow.analysis.faithfulness import FaithfulnessReport, aopc, faithfulness
-    from attrflow.analysis.heads import HeadImportance, head_importance
+    from attrflow.analysis.heads import (
+        HeadImportance,
+        HeadsAnalysis,
+        PruningCurve,
+        analyze_heads,
+        head_importance,
+        prune_curve,
+    )
     from attrflow.analysis.leaderboard import Leaderboard, leaderboard
-    from attrflow.analysis.pruning import HeadsAnalysis, PruningCurve, analyze_heads, prune_curve
     from attrflow.analysis.token_scores import (
         attattr_scores,
         blankout_scores,

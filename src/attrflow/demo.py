@@ -7,7 +7,6 @@ faithfulness) run on small samples so the whole demo stays within a few minutes 
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import time
 from collections.abc import Callable
@@ -43,7 +42,9 @@ def _explanation_page(model_name: str, text: str, out: Path, name: str) -> DemoE
     model = attrflow.load_model(model_name)
     explanation = explain(model, text)
     result = explanation.result
-    path = explanation.write(out / f"{name}.html", title=f"attrflow — {model_name}: {text}")
+    path = explanation.write(
+        out / f"{name}.html", title=f"attrflow — {model_name}: {text}", back=("index.html", "attrflow demo")
+    )
     label = model.label_name(result.predicted) or str(result.predicted)
     gap = float(result.completeness_gap.abs().max())  # type: ignore[union-attr]
     summary = f"prediction {label} (p = {result.probability:.3f}), max |completeness gap| {gap:.1e}"
@@ -72,16 +73,16 @@ def _faithfulness_page(out: Path) -> DemoEntry:
 def _heads_page(out: Path) -> DemoEntry:
     """Head importance (AttAttr, Taylor, attention, random) and pruning curves on a small, label-mixed sample."""
     from attrflow import load_dataset
-    from attrflow.analysis.pruning import heads_demo
+    from attrflow.analysis.heads import heads_demo
 
     # the built-in splits are sorted by label: take evenly spread examples so both labels occur
     validation = load_dataset("tweets-sentiment", split="validation")
     test = load_dataset("tweets-sentiment", split="test")
     analysis = heads_demo("sentiment", validation[::144], test[::14], examples=16, eval_examples=160)
     path = out / "heads.html"
-    analysis.to_html(path, title="attrflow — head importance and pruning (sentiment, small sample)")
-    auc = getattr(analysis, "auc", None)
-    summary = analysis.summary().strip().splitlines()[0] if hasattr(analysis, "summary") else str(auc)
+    title = "attrflow — head importance and pruning (sentiment, small sample)"
+    analysis.to_html(path, title=title, back=("index.html", "attrflow demo"))
+    summary = analysis.summary().strip().splitlines()[0]
     return DemoEntry("heads", "head importance and pruning curves (16 tweets, accuracy on 160)", path, summary)
 
 
@@ -147,24 +148,17 @@ def run_demo(out_dir: str | Path = "attrflow-demo", *, say: Callable[[str], None
 
 
 def _write_index(out: Path, entries: list[DemoEntry]) -> Path:
-    from attrflow.results import _atomic_write_bytes
+    from attrflow.viz.page import esc, render_page, write_page
 
     rows = "".join(
-        f"<tr><td>{html.escape(e.section)}</td><td><a href='{html.escape(e.path.name)}'>{html.escape(e.title)}</a></td>"
-        f"<td>{html.escape(e.summary)}</td></tr>"
+        f"<tr><td>{esc(e.section)}</td><td><a href='{esc(e.path.name)}'>{esc(e.title)}</a></td>"
+        f"<td>{esc(e.summary)}</td></tr>"
         for e in entries
     )
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>attrflow demo</title>
-<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4em .6em;text-align:left;vertical-align:top}}
-th{{background:#f4f4f4}}</style></head><body>
-<h1>attrflow demo</h1>
-<p>Self-attention attribution (Hao et al., AAAI 2021), attention rollout and attention flow (Abnar &amp; Zuidema,
-ACL 2020) on the models shipped with attrflow. Each page is one self-contained file that opens offline.</p>
-<table><tr><th>model</th><th>input</th><th>summary</th></tr>{rows}</table>
-</body></html>"""
-    path = out / "index.html"
-    _atomic_write_bytes(path, page.encode("utf-8"))
-    return path
+    intro = (
+        "<section><p>Self-attention attribution (Hao et al., AAAI 2021), attention rollout and attention flow "
+        "(Abnar &amp; Zuidema, ACL 2020) and the analyses built on them, on the models shipped with attrflow. Each "
+        "page is one self-contained file that opens offline and links back here.</p>"
+        f'<table class="kv"><tr><th>section</th><th>page</th><th>summary</th></tr>{rows}</table></section>'
+    )
+    return write_page(render_page("attrflow demo", [intro]), out / "index.html")

@@ -428,24 +428,41 @@ class AttentionAttribution:
         title: str | None = None,
         heatmap_heads: Literal["auto", "all", "mean"] = "auto",
         defaults: bool = True,
+        back: tuple[str, str] | None = None,
     ) -> str:
         """The self-contained HTML report (no network needed); also written to ``path`` when given.
 
-        See :func:`attrflow.viz.render_report` for the options. Returns the HTML document.
+        See :func:`attrflow.viz.render_report` for the options; without ``tree`` the default attribution tree
+        (:func:`attrflow.attribution_tree`, root [CLS] or the top token) is drawn. Returns the HTML document.
         """
         from attrflow.viz.report import render_report, write_report
 
         html = render_report(
-            self, token_scores=token_scores, tree=tree, title=title, heatmap_heads=heatmap_heads, defaults=defaults
+            self,
+            token_scores=token_scores,
+            tree=tree if tree is not None else self._default_tree(),
+            title=title,
+            heatmap_heads=heatmap_heads,
+            defaults=defaults,
+            back=back,
         )
         if path is not None:
             write_report(html, path)
         return html
 
-    def _repr_html_(self) -> str:
-        from attrflow.viz.report import render_report, report_iframe
+    def _default_tree(self) -> AttributionTree | None:
+        from attrflow.analysis.tree import attribution_tree
 
-        return report_iframe(render_report(self))
+        try:
+            root = "cls" if 0 <= self.output_position < len(self.tokens) else "top-token"
+            return attribution_tree(self, root=root)  # type: ignore[arg-type]
+        except InvalidInputError:
+            return None
+
+    def _repr_html_(self) -> str:
+        from attrflow.viz.report import report_iframe
+
+        return report_iframe(self.to_html())
 
     def plot(
         self,
@@ -638,13 +655,14 @@ class RecordedAttention:
         title: str | None = None,
         heatmap_heads: Literal["auto", "all", "mean"] = "auto",
         defaults: bool = True,
+        back: tuple[str, str] | None = None,
     ) -> str:
         """Self-contained HTML page of the attention (see :func:`attrflow.viz.render_attention`); also written to
         ``path`` when given. Returns the HTML document."""
         from attrflow.viz.report import render_attention, write_report
 
         html = render_attention(
-            self, token_scores=token_scores, title=title, heatmap_heads=heatmap_heads, defaults=defaults
+            self, token_scores=token_scores, title=title, heatmap_heads=heatmap_heads, defaults=defaults, back=back
         )
         if path is not None:
             write_report(html, path)
@@ -663,13 +681,3 @@ class RecordedAttention:
 register_result_type(AttentionAttribution)
 register_result_type(RecordedAttention)
 register_result_type(TokenScores)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Deprecated alias of :func:`attrflow.storage.atomic_write_bytes` (kept until every caller moved)."""
-    atomic_write_bytes(path, data)
-
-
-def _save(path: Path, kind: str, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
-    """Deprecated alias of :func:`attrflow.storage.write_result` (kept until every caller moved)."""
-    return write_result(path, kind, meta, tensors)

@@ -19,19 +19,23 @@ from attrflow.analysis.heads import (
     DATA_METHODS,
     METHODS,
     HeadImportance,
+    HeadsAnalysis,
     HeadScoresTask,
+    PruningCurve,
     aggregate,
+    analyze_heads,
+    prune_curve,
     pruned_count,
     random_importance,
-    select_examples,
 )
-from attrflow.analysis.pruning import PruningCurve, analyze_heads, prune_curve
+from attrflow.data import sample
 from attrflow.errors import InvalidInputError, UnsupportedModelError
-from attrflow.runner import run_dataset
+from attrflow.runner import RunOptions, run_dataset
 from attrflow.testing import build, word_tokenizer
 from runner_tasks import Example, make_dataset
 
 SRC = Path(attrflow.__file__).resolve().parent.parent
+QUIET = RunOptions(progress=False)
 
 
 def _inputs(example: Example) -> str | tuple[str, str]:
@@ -104,14 +108,14 @@ def test_taylor_logit_sum_objective(model, tmp_path):
     assert run.settings["taylor_objective"] == "logit-sum"
 
 
-@pytest.mark.parametrize("target", ["gold", "predicted"])
+@pytest.mark.parametrize("target", ["label", "predicted"])
 def test_attattr_rows_equal_single_example_attribution(model, tmp_path, target):
     data = make_dataset(3)
     run = _run_table(model, data, tmp_path, methods=("attattr",), target=target, steps=3, rule="riemann-left", top_k=4)
     table = run.read_table().to_pylist()
     importance = HeadImportance.from_run(run, "attattr")
     for row, example in zip(table, data, strict=True):
-        wanted_target = example.label if target == "gold" else None
+        wanted_target = example.label if target == "label" else None
         reference = attrflow.attribute(model, _inputs(example), target=wanted_target, steps=3, rule="riemann-left")
         assert row["target"] == reference.target
         assert row["label"] == example.label and row["prediction"] == reference.predicted
@@ -128,9 +132,7 @@ def test_attattr_rows_equal_single_example_attribution(model, tmp_path, target):
 
 def test_attention_is_the_max_probability_of_each_head(model, tmp_path):
     data = make_dataset(5)
-    importance = attrflow.head_importance(
-        model, data, method="attention", examples=4, selection="first", progress=False
-    )
+    importance = attrflow.head_importance(model, data, method="attention", examples=4, selection="first", run=QUIET)
     assert importance.num_examples == 4 and importance.example_ids == (0, 1, 2, 3)
     expected = torch.stack(
         [attrflow.record_attention(model, _inputs(e)).attentions.amax(dim=(-1, -2)) for e in data[:4]]
@@ -141,28 +143,30 @@ def test_attention_is_the_max_probability_of_each_head(model, tmp_path):
 
 def test_scores_do_not_depend_on_how_examples_are_batched(model):
     data = make_dataset(6)
-    one = attrflow.head_importance(model, data, method="taylor", examples_per_batch=1, progress=False)
-    many = attrflow.head_importance(model, data, method="taylor", examples_per_batch=6, progress=False)
+    one = attrflow.head_importance(model, data, method="taylor", run=RunOptions(examples_per_batch=1, progress=False))
+    many = attrflow.head_importance(model, data, method="taylor", run=RunOptions(examples_per_batch=6, progress=False))
     assert torch.equal(one.per_example, many.per_example)
 
 
 def test_examples_are_a_seeded_sample_or_the_first(model):
     # a label-sorted dataset, like the built-in tweet splits: the first examples are all of one class
     data = [Example(f"text {i}", None, int(i >= 60)) for i in range(100)]
-    first = select_examples(data, 20, selection="first")
+    with pytest.warns(UserWarning, match="carry the label"):
+        first = sample(data, 20, selection="first")
     assert first.example_ids == list(range(20)) and {e.label for e in first} == {0}
-    sample = select_examples(data, 20, seed=5)
-    assert sample.example_ids == sorted(set(sample.example_ids)) and len(sample) == 20
-    assert [e.text for e in sample] == [f"text {i}" for i in sample.example_ids]
-    assert {e.label for e in sample} == {0, 1}
-    assert select_examples(data, 20, seed=5).example_ids == sample.example_ids
-    assert select_examples(data, 20, seed=6).example_ids != sample.example_ids
-    assert select_examples(data, None).example_ids == list(range(100)) == select_examples(data, 500).example_ids
+    drawn = sample(data, 20, seed=5)
+    assert drawn.example_ids == sorted(set(drawn.example_ids)) and len(drawn) == 20
+    assert [e.text for e in drawn] == [f"text {i}" for i in drawn.example_ids]
+    assert {e.label for e in drawn} == {0, 1}
+    assert sample(data, 20, seed=5).example_ids == drawn.example_ids
+    assert sample(data, 20, seed=6).example_ids != drawn.example_ids
+    assert sample(data, None).example_ids == list(range(100)) == sample(data, 500).example_ids
     with pytest.raises(InvalidInputError, match="selection"):
-        select_examples(data, 3, selection="last")  # type: ignore[arg-type]
+        sample(data, 3, selection="last")  # type: ignore[arg-type]
     # the run records dataset positions as example ids
-    importance = attrflow.head_importance(model, data[:9], method="attention", examples=4, progress=False)
-    assert importance.example_ids == tuple(select_examples(data[:9], 4).example_ids)
+    with pytest.warns(UserWarning, match="carry the label"):  # data[:9] is all of one class
+        importance = attrflow.head_importance(model, data[:9], method="attention", examples=4, run=QUIET)
+    assert importance.example_ids == tuple(sample(data[:9], 4, warn_one_class=False).example_ids)
 
 
 def test_random_is_seeded():
@@ -216,7 +220,7 @@ def test_correlation_and_subsets_by_hand():
 
 # ---------------------------------------------------------------------- pruning
 def test_pruning_curve_equals_one_example_at_a_time_evaluation(model, labelled):
-    attention = attrflow.head_importance(model, labelled, method="attention", examples=8, progress=False)
+    attention = attrflow.head_importance(model, labelled, method="attention", examples=8, run=QUIET)
     rankings = [attention, random_importance(model.num_layers, model.num_heads, seed=3)]
     curve = prune_curve(model, labelled, rankings, fractions=(0.0, 0.25, 0.5, 1.0), batch_size=5, progress=False)
     assert curve.methods == ("attention", "random")
@@ -300,47 +304,55 @@ def test_prune_curve_refuses_bad_input(model, labelled):
 def test_input_errors(model):
     data = make_dataset(3)
     with pytest.raises(InvalidInputError, match="method"):
-        attrflow.head_importance(model, data, method="gradient", progress=False)  # type: ignore[arg-type]
+        attrflow.head_importance(model, data, method="gradient", run=QUIET)
+    unlabelled_data = [dataclasses.replace(e, label=-1) for e in data]
     with pytest.raises(InvalidInputError, match="target='predicted'"):
-        attrflow.head_importance(
-            model, [dataclasses.replace(e, label=-1) for e in data], method="attention", progress=False
-        )
-    unlabelled = attrflow.head_importance(
-        model, [dataclasses.replace(e, label=-1) for e in data], method="attention", target="predicted", progress=False
-    )
+        attrflow.head_importance(model, unlabelled_data, method="attention", run=QUIET)
+    unlabelled = attrflow.head_importance(model, unlabelled_data, method="attention", target="predicted", run=QUIET)
     assert unlabelled.num_examples == 3
     with pytest.raises(InvalidInputError, match="live Model"):
-        attrflow.head_importance(model, data, method="taylor", engine="ray", progress=False)
+        attrflow.head_importance(model, data, method="taylor", run=RunOptions(engine="ray", progress=False))
     with pytest.raises(InvalidInputError, match="live Model"):
         __import__("pickle").dumps(HeadScoresTask(model))
+    with pytest.raises(InvalidInputError, match="target"):
+        attrflow.head_importance(model, data, method="attention", target="gold-ish", run=QUIET)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'step'"):
+        attrflow.head_importance(model, data, method="attattr", step=3)
     gpt2 = attrflow.load_model(build("gpt2"), tokenizer=word_tokenizer())
     with pytest.raises(UnsupportedModelError, match="sequence-classification"):
-        attrflow.head_importance(gpt2, data, method="attention", progress=False)
+        attrflow.head_importance(gpt2, data, method="attention", run=QUIET)
 
 
 # ---------------------------------------------------------------------- results, page, runs
 def test_results_save_load_and_render(model, labelled, tmp_path):
     analysis = analyze_heads(
-        model, labelled, examples=4, steps=2, methods=("attattr", "attention", "random"), progress=False
+        model, labelled, examples=4, steps=2, methods=("attattr", "attention", "random"), run=QUIET
     )
     imp, curve = analysis.importances["attattr"], analysis.curve
     assert imp.settings["steps"] == 2 and imp.settings["selection"] == "random"
     assert "steps" not in analysis.importances["attention"].settings  # only the options a method depends on
     imp.save(tmp_path / "imp.safetensors")
     curve.save(tmp_path / "curve.safetensors")
+    analysis.save(tmp_path / "study.safetensors")
     # a fresh interpreter: load_result must find the result types without importing them first
     code = (
-        "import attrflow, sys; a = attrflow.load_result(sys.argv[1]); b = attrflow.load_result(sys.argv[2]); "
-        "print(type(a).__name__, type(b).__name__, a.method, b.methods)"
+        "import attrflow, sys; a, b, c = (attrflow.load_result(p) for p in sys.argv[1:]); "
+        "print(type(a).__name__, type(b).__name__, type(c).__name__, a.method, b.methods)"
     )
+    files = [str(tmp_path / name) for name in ("imp.safetensors", "curve.safetensors", "study.safetensors")]
     out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "imp.safetensors"), str(tmp_path / "curve.safetensors")],
+        [sys.executable, "-c", code, *files],
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert out.split() == ["HeadImportance", "PruningCurve", "attattr", "('attattr',", "'attention',", "'random')"]
+    assert out.split() == [
+        *("HeadImportance", "PruningCurve", "HeadsAnalysis", "attattr"),
+        *("('attattr',", "'attention',", "'random')"),
+    ]
+    assert attrflow.load_result(tmp_path / "study.safetensors") == analysis
+    assert HeadsAnalysis.load(tmp_path / "study.safetensors").summary() == analysis.summary()
     again, back = HeadImportance.load(tmp_path / "imp.safetensors"), PruningCurve.load(tmp_path / "curve.safetensors")
     assert torch.equal(again.scores, imp.scores) and torch.equal(again.per_example, imp.per_example)
     assert again.example_ids == imp.example_ids and again.settings == imp.settings
@@ -352,11 +364,35 @@ def test_results_save_load_and_render(model, labelled, tmp_path):
     html = analysis.to_html(title="<heads> & co")
     assert "&lt;heads&gt; &amp; co" in html and "<script" not in html
     assert html.count("<polyline") == 3 and "Agreement between rankings" in html
-    written = analysis.save(tmp_path / "out", figure_formats=("png", "svg"))
+    written = analysis.export(tmp_path / "out", figure_formats=("png", "svg"))
     assert [p.name for p in written] == ["heads.json", "heads.html", "pruning.png", "pruning.svg"]
     assert (tmp_path / "out" / "pruning.png").read_bytes()[:4] == b"\x89PNG"
     figure = imp.plot()
     assert figure.axes and curve.plot().axes
+
+
+def test_deprecated_spellings_give_the_same_scores(model):
+    data = make_dataset(5)
+    new = attrflow.head_importance(model, data, method="attattr", examples=3, steps=2, run=QUIET)
+    with pytest.warns(DeprecationWarning, match="target='label'"):
+        gold = attrflow.head_importance(model, data, method="attattr", examples=3, steps=2, target="gold", run=QUIET)
+    assert gold == new and new.settings["target"] == "label"
+    with pytest.warns(DeprecationWarning, match="run=attrflow.RunOptions"):
+        old = attrflow.head_importance(
+            model, data, method="attattr", examples=3, steps=2, progress=False, examples_per_batch=2
+        )
+    assert old == new
+    with pytest.raises(InvalidInputError, match="not both"):
+        attrflow.head_importance(model, data, method="attattr", run=QUIET, progress=False)
+    with pytest.warns(DeprecationWarning, match="target='label'"):
+        task = HeadScoresTask(model, methods=("attention",), target="gold")
+    assert task.settings()["target"] == "label"
+    with pytest.warns(DeprecationWarning, match=r"analyze_heads\(out_dir="):
+        study = analyze_heads(
+            model, data, examples=3, steps=2, methods=("attention", "random"), out_dir=None, progress=False
+        )
+    alone = attrflow.head_importance(model, data, method="attention", examples=3, run=QUIET)
+    assert study.importances["attention"] == alone
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -371,7 +407,7 @@ def test_local_and_ray_runs_store_the_same_table(model_dir, tmp_path):
         out_dir=tmp_path / "ray",
         engine="ray",
         num_workers=2,
-        batch_size=2,
+        examples_per_batch=2,
         progress=False,
     )
     a, b = local.read_table(), remote.read_table()
@@ -388,10 +424,9 @@ def test_local_and_ray_runs_store_the_same_table(model_dir, tmp_path):
 
 
 def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, capsys):
-    from attrflow.cli import heads as heads_cli
     from attrflow.cli import main
 
-    assert heads_cli.METHODS == METHODS and set(DATA_METHODS) < set(METHODS)
+    assert set(DATA_METHODS) < set(METHODS)
     single = [e for e in labelled if e.text_pair is None]
     data_file = tmp_path / "tiny.csv"
     data_file.write_text("text,label\n" + "".join(f"{e.text},{e.label}\n" for e in single))
@@ -423,7 +458,7 @@ def test_cli_writes_the_study_and_resumes(model_dir, labelled, tmp_path, capsys)
 
 
 def test_heads_demo_is_small_and_summarises(model, labelled):
-    from attrflow.analysis.pruning import DEMO_FRACTIONS, heads_demo
+    from attrflow.analysis.heads import DEMO_FRACTIONS, heads_demo
 
     demo = heads_demo(model, labelled, examples=3, eval_examples=8)
     assert demo.curve.fractions == DEMO_FRACTIONS and demo.curve.num_examples == 8

@@ -109,7 +109,7 @@ def test_input_text_is_escaped_everywhere():
 
 
 def test_report_needs_no_network():
-    page = render_report(make_result())
+    page = make_result().to_html()  # with the default tree (an SVG)
     tags = Tags()
     tags.feed(page)
     assert {"img", "link", "iframe", "object", "embed"}.isdisjoint(tags.names)
@@ -126,7 +126,7 @@ def test_report_needs_no_network():
 
 
 def test_sections_are_present():
-    page = render_report(make_result(), title="My <title>")
+    page = make_result().to_html(title="My <title>")
     for section in ("input", "token-scores", "head-scores", "heatmaps", "tree", "settings"):
         assert f'<section id="{section}">' in page
     assert "<title>My &lt;title&gt;</title>" in page
@@ -252,8 +252,10 @@ def test_tree_argument_and_fallback():
     page = render_report(result, tree=tree)
     assert "top-token" in page and "τ = 0.2" in page
     lonely = make_result(L=1, output_position=-1)  # no output position and a single layer: no tree possible
-    page = render_report(lonely)
-    assert "No attribution tree for this result" in page
+    assert "No attribution tree for this result" in lonely.to_html()
+    # the renderer draws what it is given and never computes a tree itself
+    assert "No attribution tree for this result" in render_report(result)
+    assert "Root:" in result.to_html()
 
 
 def test_to_html_writes_the_same_document(tmp_path):
@@ -270,7 +272,7 @@ def test_repr_html_is_a_sandboxed_iframe():
     assert frame.startswith("<iframe srcdoc=") and 'sandbox="allow-scripts"' in frame
     assert "<script" not in frame and "<img" not in frame
     srcdoc = re.search(r'srcdoc="([^"]*)"', frame).group(1)
-    assert html.unescape(srcdoc) == render_report(result)
+    assert html.unescape(srcdoc) == result.to_html()
     tree = attribution_tree(result)
     assert tree._repr_html_().startswith("<svg")
 

@@ -46,7 +46,13 @@ def _inputs() -> dict[str, torch.Tensor]:
 
 
 def test_builtin_names():
-    assert BUILTIN_MODELS == ("sentiment", "agreement")
+    # every built-in name resolves to a model card whose dataset loads (the listing `attrflow zoo list` prints)
+    from attrflow import load_dataset
+    from attrflow.zoo import builtin_info
+
+    for name in BUILTIN_MODELS:
+        info = builtin_info(name)
+        assert info.name == name and len(load_dataset(info.dataset, split="test")) > 0
     with pytest.raises(InvalidInputError, match="built-in models are sentiment, agreement"):
         load_builtin("gpt5")
 

@@ -312,3 +312,16 @@ def test_to_dict_and_networkx():
     assert graph.edges[(1, 3), (0, 4)] == {"layer": 0, "score": 0.5, "attribution": 1.0}
     assert set(graph.successors((3, 0))) == {(2, 1), (2, 2), (0, 5)}
     assert tree.interactions() == {2: [(0, 1), (0, 2)], 1: [(2, 3)], 0: [(3, 4), (0, 5)]}
+
+
+def test_tree_is_a_result_that_saves_and_renders(tmp_path):
+    import attrflow
+
+    tree = attribution_tree(make_result(designed(), tokens=TOKENS6), threshold=0.2)
+    assert len(tree.edges) > 1
+    loaded = attrflow.load_result(tree.save(tmp_path / "tree.safetensors"))
+    assert loaded.to_dict() == tree.to_dict()
+    frame = tree.to_frame()
+    assert len(frame) == len(tree.edges) and list(frame["child"]) == [e.child for e in tree.edges]
+    page = tree.to_html(tmp_path / "tree.html")
+    assert "<svg" in page and (tmp_path / "tree.html").read_text() == page

@@ -71,20 +71,30 @@ class Explanation:
         """The input's tokens."""
         return self.result.tokens
 
-    def to_html(self, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
-        """The self-contained HTML report (written to ``path`` when given)."""
+    def to_html(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        title: str | None = None,
+        back: tuple[str, str] | None = None,
+    ) -> str:
+        """The self-contained HTML report (written to ``path`` when given); ``back`` links to an index page."""
         if isinstance(self.result, AttentionAttribution):
-            return self.result.to_html(path, token_scores=self.scores, tree=self.tree, title=title, defaults=False)
-        return self.result.to_html(path, token_scores=self.scores, title=title, defaults=not self.scores)
+            return self.result.to_html(
+                path, token_scores=self.scores, tree=self.tree, title=title, defaults=False, back=back
+            )
+        return self.result.to_html(path, token_scores=self.scores, title=title, defaults=not self.scores, back=back)
 
     def _repr_html_(self) -> str:
         from attrflow.viz.page import iframe
 
         return iframe(self.to_html())
 
-    def write(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    def write(
+        self, path: str | os.PathLike[str], *, title: str | None = None, back: tuple[str, str] | None = None
+    ) -> Path:
         """Write the report to ``path`` and return it."""
-        self.to_html(path, title=title)
+        self.to_html(path, title=title, back=back)
         return Path(path)
 
     def to_frame(self) -> Any:

@@ -13,17 +13,21 @@ of :mod:`attrflow.viz`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.storage import register_result_type, write_result
 
 if TYPE_CHECKING:
     import networkx as nx
+    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -84,6 +88,7 @@ class TreeEdge:
     attribution: float
 
 
+@register_result_type
 @dataclass(frozen=True, eq=False)
 class AttributionTree:
     """An attribution tree: the interactions that carry information from the input up to the root.
@@ -111,6 +116,8 @@ class AttributionTree:
     root_mode: str
     normalization: str
     scan: str
+
+    kind = "AttributionTree"
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -194,13 +201,85 @@ class AttributionTree:
             "scan": self.scan,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttributionTree:
+        """Rebuild a tree from :meth:`to_dict`."""
+        return cls(
+            tokens=tuple(str(t) for t in data["tokens"]),
+            root=TreeNode(int(data["root"]["layer"]), int(data["root"]["token"])),
+            nodes=tuple(TreeNode(int(n["layer"]), int(n["token"])) for n in data["nodes"]),
+            edges=tuple(
+                TreeEdge(int(e["layer"]), int(e["parent"]), int(e["child"]), float(e["score"]), float(e["attribution"]))
+                for e in data["edges"]
+            ),
+            layers=tuple(int(layer) for layer in data["layers"]),
+            num_layers=int(data["num_layers"]),
+            threshold=float(data["threshold"]),
+            root_mode=str(data["root_mode"]),
+            normalization=str(data["normalization"]),
+            scan=str(data["scan"]),
+        )
+
+    def to_parts(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """``(meta, tensors)``: what :meth:`save` stores (everything is metadata; no tensors)."""
+        return self.to_dict(), {}
+
+    @classmethod
+    def from_parts(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> AttributionTree:
+        """Rebuild from :meth:`to_parts` (used by :func:`attrflow.load_result`)."""
+        return cls.from_dict(meta)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the tree to one file (reload with :func:`attrflow.load_result`). Returns the path."""
+        meta, tensors = self.to_parts()
+        return write_result(path, self.kind, meta, tensors)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per edge: ``layer, parent, parent_token, child, child_token, score, attribution``."""
+        import pandas as pd
+
+        rows = [
+            {
+                "layer": e.layer,
+                "parent": e.parent,
+                "parent_token": self.tokens[e.parent],
+                "child": e.child,
+                "child_token": self.tokens[e.child],
+                "score": e.score,
+                "attribution": e.attribution,
+            }
+            for e in self.edges
+        ]
+        columns = ["layer", "parent", "parent_token", "child", "child_token", "score", "attribution"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
+        """A self-contained page with the drawn tree and its edges; written to ``path`` when given."""
+        from attrflow.viz.page import esc, render_page, write_page
+        from attrflow.viz.svg import tree_svg
+
+        edges = "".join(
+            f"<tr><td>{e.layer}</td><td>{esc(self.tokens[e.parent])} ({e.parent})</td>"
+            f"<td>{esc(self.tokens[e.child])} ({e.child})</td><td>{e.score:.3f}</td><td>{e.attribution:.3g}</td></tr>"
+            for e in self.edges
+        )
+        sections = [
+            f'<section id="tree"><h2>Attribution tree</h2><div class="scroll">{tree_svg(self)}</div></section>',
+            '<section id="edges"><h2>Edges</h2><table class="num"><tr><th>layer</th><th>query (parent)</th>'
+            f"<th>key (child)</th><th>score</th><th>attribution</th></tr>{edges}</table></section>",
+        ]
+        html = render_page(title or "attrflow: attribution tree", sections)
+        if path is not None:
+            write_page(html, path)
+        return html
+
     def to_networkx(self) -> nx.DiGraph:
         """The tree as a ``networkx.DiGraph`` (an arborescence rooted at :attr:`root`).
 
         Nodes are ``(layer, token)`` tuples with attributes ``text`` and ``token``; edges point from the parent
         (query) node to the child (key) node and carry ``layer``, ``score`` and ``attribution``.
         """
-        from attrflow._optional import require
+        from attrflow.dependencies import require
 
         networkx = require("networkx")
         graph = networkx.DiGraph(

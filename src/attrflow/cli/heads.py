@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
+from attrflow.analysis.heads.rankings import check_rankings, descriptions, ranking_names
 from attrflow.cli._common import add_attribution_options, add_model_option, positive_int
-from attrflow.cli._run_options import add_run_arguments, run_options
-
-# spelled out so that building the parser imports nothing heavy (checked against the library in the tests)
-METHODS = ("attattr", "taylor", "attention", "random")
+from attrflow.cli._run_options import add_run_arguments, run_options_value
+from attrflow.errors import InvalidInputError
+from attrflow.validation import SELECTIONS, TARGET_RULES, target_rule
 
 
 def _methods(text: str) -> list[str]:
-    chosen = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
-    if not chosen or unknown:
-        raise argparse.ArgumentTypeError(f"choose methods from {','.join(METHODS)} (comma-separated), got {text!r}")
-    return list(dict.fromkeys(chosen))
+    try:
+        return list(check_rankings("--methods", text))
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (comma-separated)") from None
 
 
 def _fractions(text: str) -> list[float]:
@@ -32,23 +34,52 @@ def _fractions(text: str) -> list[float]:
 
 
 def _formats(text: str) -> list[str]:
+    from attrflow.analysis.heads.study import FIGURE_FORMATS
+
     chosen = [f.strip().lower() for f in text.split(",") if f.strip()]
-    if any(f not in ("png", "svg", "pdf") for f in chosen):
-        raise argparse.ArgumentTypeError(f"figure formats are png, svg and pdf, got {text!r}")
+    if any(f not in FIGURE_FORMATS for f in chosen):
+        raise argparse.ArgumentTypeError(f"figure formats are {', '.join(FIGURE_FORMATS)}, got {text!r}")
     return chosen
+
+
+def _target(value: str) -> str:
+    """``--target``, with the deprecated ``gold`` read as ``label`` (the library's warning printed to stderr)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rule = target_rule(value)
+    for warning in caught:
+        print(f"attrflow heads: {warning.message}", file=sys.stderr)
+    return rule
+
+
+def _rankings_epilog() -> str:
+    return "rankings (--methods):\n" + "\n".join(f"  {name:<10} {text}" for name, text in descriptions().items())
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``heads`` subcommand."""
     parser = subparsers.add_parser(
         "heads",
-        help="rank attention heads (AttAttr, Taylor, attention, random) and prune them: curves, AUC",
-        description="Head importance (Hao et al., AAAI 2021, §4.1) from the first --examples examples of a "
-        "dataset, then accuracy on the evaluation split as the least important heads are pruned without "
-        "re-training (§4.2). Writes DIR/heads.json, DIR/examples.parquet (per-example scores), DIR/pruning.png "
-        "and DIR/heads.html. Interrupted? Run the same command again: finished examples are kept.",
+        help=f"rank attention heads ({', '.join(ranking_names())}) and prune them: curves, AUC",
+        description=textwrap.fill(
+            "Head importance (Hao et al., AAAI 2021, §4.1) from --examples examples of a dataset, then accuracy on "
+            "the evaluation split as the least important heads are pruned without re-training (§4.2). Writes "
+            "DIR/heads.json, DIR/examples.parquet (per-example scores), DIR/pruning.png and DIR/heads.html. "
+            "Interrupted? Run the same command again: finished examples are kept.",
+            width=100,
+        ),
+        epilog=_rankings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_option(parser)
+    _add_data_arguments(parser)
+    _add_study_arguments(parser)
+    add_attribution_options(parser)
+    add_run_arguments(parser, examples_per_batch=8)
+    parser.set_defaults(func=run)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, metavar="NAME_OR_PATH", help="built-in dataset name or a labelled CSV/TSV/JSONL file"
     )
@@ -72,23 +103,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--selection",
-        choices=("random", "first"),
+        choices=SELECTIONS,
         default="random",
         help="which examples: a seeded random sample (default) or the first N, as the official script (only "
         "representative for a shuffled split)",
     )
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         type=_methods,
-        default=list(METHODS),
+        default=list(ranking_names()),
         metavar="M[,M...]",
-        help=f"importance methods to compare (default: {','.join(METHODS)})",
+        help=f"head rankings to compare (default: {','.join(ranking_names())}; see below)",
     )
     parser.add_argument(
         "--target",
-        choices=("gold", "predicted"),
-        default="gold",
-        help="class the attribution and the Taylor loss are about (default: gold, as the official script)",
+        choices=(*TARGET_RULES, "gold"),
+        default="label",
+        metavar="{" + ",".join(TARGET_RULES) + "}",
+        help="class the attribution and the Taylor loss are about: the gold label (default, as the official "
+        "script) or the prediction ('gold' is the old spelling of 'label')",
     )
     parser.add_argument(
         "--taylor-objective",
@@ -114,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=positive_int,
         default=64,
         metavar="N",
-        help="examples per forward pass in the evaluation (default 64; speed only)",
+        help="rows (examples) per forward pass in the evaluation (default 64; speed only)",
     )
     parser.add_argument(
         "--figure-formats",
@@ -123,9 +159,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FMT[,FMT]",
         help="pruning figure formats: png, svg, pdf (default: png)",
     )
-    add_attribution_options(parser)
-    add_run_arguments(parser, examples_per_batch=8)
-    parser.set_defaults(func=run)
 
 
 def load_data(name: str, split: str | None) -> Any:
@@ -137,9 +170,8 @@ def load_data(name: str, split: str | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow heads``."""
-    from attrflow.analysis.pruning import DEFAULT_FRACTIONS, analyze_heads
+    from attrflow.analysis.heads import DEFAULT_FRACTIONS, analyze_heads
 
-    options = run_options(args)
     dataset = load_data(args.data, args.split)
     eval_split = args.eval_split or args.split
     eval_dataset = dataset if eval_split == args.split else load_data(args.data, eval_split)
@@ -153,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         eval_examples=args.eval_examples,
         selection=args.selection,
         fractions=args.fractions or DEFAULT_FRACTIONS,
-        target=args.target,
+        target=_target(args.target),
         steps=args.steps,
         rule=args.rule,
         taylor_objective=args.taylor_objective,
@@ -161,15 +193,10 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
-        out_dir=options["out_dir"],
-        engine=options["engine"],
-        address=options["address"],
-        num_workers=options["num_workers"],
-        examples_per_batch=options["batch_size"],
         device=args.device,
-        progress=options["progress"],
+        run=run_options_value(args),
     )
-    written = analysis.save(args.out, figure_formats=args.figure_formats)
+    written = analysis.export(args.out, figure_formats=args.figure_formats)
     print(
         f"model {analysis.settings['model']}: importance from {args.data}/{args.split}, accuracy on {args.data}/{eval_split}"
     )

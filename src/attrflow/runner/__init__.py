@@ -9,8 +9,17 @@ where it stopped when started again with the same arguments. Engines: ``local`` 
 (replicas of the task on Ray workers; extra ``attrflow[ray]``), with identical output.
 """
 
-from attrflow.runner._options import Engine, RunOptions
+from attrflow.runner._options import Engine, RunOptions, resolve_run_options
 from attrflow.runner._run import RunResult, open_run, run_dataset
 from attrflow.runner._task import Batch, DatasetTask
 
-__all__ = ["Batch", "DatasetTask", "Engine", "RunOptions", "RunResult", "open_run", "run_dataset"]
+__all__ = [
+    "Batch",
+    "DatasetTask",
+    "Engine",
+    "RunOptions",
+    "RunResult",
+    "open_run",
+    "resolve_run_options",
+    "run_dataset",
+]

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
-from attrflow._optional import require
+from attrflow.dependencies import require
 from attrflow.errors import InvalidInputError
 from attrflow.runner._task import Batch, DatasetTask
 

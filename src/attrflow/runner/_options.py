@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +12,7 @@ from typing import Any, Literal
 from attrflow.errors import InvalidInputError
 from attrflow.validation import check_choice, check_int
 
-__all__ = ["Engine", "RunOptions"]
+__all__ = ["Engine", "RunOptions", "resolve_run_options"]
 
 Engine = Literal["local", "ray"]
 
@@ -64,3 +66,44 @@ class RunOptions:
     def path(self) -> Path | None:
         """``out_dir`` as a Path (None when unset)."""
         return None if self.out_dir is None else Path(self.out_dir)
+
+
+# the runner keywords dataset-level functions took one by one before RunOptions, and their RunOptions field
+# (batch_size: the old name of examples_per_batch where it meant examples per runner batch)
+_LEGACY_KEYWORDS = {
+    "out_dir": "out_dir",
+    "engine": "engine",
+    "address": "address",
+    "num_workers": "num_workers",
+    "examples_per_batch": "examples_per_batch",
+    "batch_size": "examples_per_batch",
+    "progress": "progress",
+}
+
+
+def resolve_run_options(run: RunOptions | None, legacy: Mapping[str, Any], *, caller: str) -> RunOptions:
+    """``run``, or one built from the runner keywords ``caller`` took before RunOptions (with a
+    DeprecationWarning): the one place a dataset-level function turns its ``**legacy`` keywords into options.
+
+    Raises:
+        TypeError: a keyword that was never a runner option (as Python raises for an unknown keyword).
+        InvalidInputError: both ``run`` and old keywords.
+    """
+    unknown = sorted(set(legacy) - set(_LEGACY_KEYWORDS))
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    if not legacy:
+        return run if run is not None else RunOptions()
+    if run is not None:
+        raise InvalidInputError(
+            f"give the runner options either as run=RunOptions(...) or as keywords, not both "
+            f"(got run and {', '.join(sorted(legacy))})"
+        )
+    names = ", ".join(f"{key}=" for key in legacy)
+    warnings.warn(
+        f"{caller}({names}...) is deprecated and stops working in the next release; pass "
+        "run=attrflow.RunOptions(...) (batch_size= is now examples_per_batch=)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return RunOptions(**{_LEGACY_KEYWORDS[key]: value for key, value in legacy.items()})

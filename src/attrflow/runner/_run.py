@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from attrflow import __version__
-from attrflow._optional import require
+from attrflow.dependencies import require
 from attrflow.errors import InvalidInputError
 from attrflow.runner import _store
 from attrflow.runner._engines import iter_local, iter_ray

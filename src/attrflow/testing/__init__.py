@@ -3,12 +3,14 @@
 - tiny randomly initialised models of every supported architecture, built offline from configs (:func:`build`,
   :data:`ARCHITECTURES`), with a word-level tokenizer (:func:`word_tokenizer`) and example inputs;
 - :func:`naive_attattr`: the paper's self-attention attribution, literally one forward and backward pass per
-  quadrature point, independent of attrflow's engine — the oracle every faster path is checked against.
+  quadrature point, independent of attrflow's engine — the oracle every faster path is checked against;
+- :func:`naive_attattr_layers`: the official code's algorithm for every layer (its m points batched), what the
+  benchmarks time attrflow against.
 """
 
 from __future__ import annotations
 
-from attrflow.testing._oracle import naive_attattr
+from attrflow.testing._oracle import naive_attattr, naive_attattr_layers
 from attrflow.testing._tiny import (
     ARCHITECTURES,
     ENCODER_DECODERS,
@@ -29,5 +31,6 @@ __all__ = [
     "build",
     "example_inputs",
     "naive_attattr",
+    "naive_attattr_layers",
     "word_tokenizer",
 ]

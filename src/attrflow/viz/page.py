@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from attrflow.storage import atomic_write_text
-from attrflow.viz._html import esc, script_json
+from attrflow.viz._html import esc, fmt, script_json
 
-__all__ = ["Page", "iframe", "render_page", "static_text", "write_page"]
+__all__ = ["Page", "esc", "fmt", "iframe", "render_page", "static_text", "write_page"]
 
 _FOOTER = (
     "self-attention attribution (Hao et al., AAAI 2021), attention rollout and flow (Abnar &amp; Zuidema, ACL 2020) "

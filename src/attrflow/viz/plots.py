@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from attrflow._optional import require
+from attrflow.dependencies import require
 from attrflow.errors import InvalidInputError
 
 if TYPE_CHECKING:

@@ -184,18 +184,13 @@ def _heatmap_section() -> str:
 
 
 def _tree_section(result: AttentionAttribution, tree: AttributionTree | None) -> str:
-    from attrflow.analysis.tree import attribution_tree
     from attrflow.viz.svg import tree_svg
 
     if tree is None:
-        try:
-            root = "cls" if 0 <= result.output_position < len(result.tokens) else "top-token"
-            tree = attribution_tree(result, root=root)  # type: ignore[arg-type]
-        except InvalidInputError as exc:
-            return (
-                '<section id="tree"><h2>Attribution tree</h2>'
-                f'<p class="note">No attribution tree for this result: {esc(exc)}</p></section>'
-            )
+        return (
+            '<section id="tree"><h2>Attribution tree</h2>'
+            '<p class="note">No attribution tree for this result (see attrflow.attribution_tree).</p></section>'
+        )
     note = (
         f"Root: {esc(tree.tokens[tree.root.token])} (position {tree.root.token}, {esc(tree.root_mode)}); "
         f"threshold τ = {fmt(tree.threshold)}; layers {esc(', '.join(map(str, tree.layers)))}; "
@@ -263,6 +258,7 @@ def render_report(
     title: str | None = None,
     heatmap_heads: HeatmapHeads = "auto",
     defaults: bool = True,
+    back: tuple[str, str] | None = None,
 ) -> str:
     """Render the self-contained HTML report of one attribution result.
 
@@ -271,14 +267,15 @@ def render_report(
         token_scores: extra token-score rows (e.g. rollout and flow), by display name. They are shown after the
             default ``"attribution"`` row and before ``"raw attention"`` (see :func:`default_token_scores`); a row
             named like a default replaces it.
-        tree: the attribution tree to draw; default: :func:`attrflow.attribution_tree` with its defaults (root
-            ``"cls"``, or ``"top-token"`` when the result has no single output position).
+        tree: the attribution tree to draw (the renderer draws, it never computes one; without a tree the section
+            says so — ``AttentionAttribution.to_html`` builds the default tree).
         title: the page title; default names the model from ``result.settings``.
         heatmap_heads: which matrices the heatmap embeds: ``"all"`` (every head, float16: about
             ``2·(L + K)·H·n²`` bytes), ``"mean"`` (the mean over heads only, H times smaller), or ``"auto"``: every
             head while that stays under 8 MB (up to ~115 tokens for 12 layers × 12 heads), else the mean.
         defaults: add the rows derivable from the result alone (``"attribution"``, ``"raw attention"``); False
             shows exactly ``token_scores`` (what :func:`attrflow.explain` passes: one row per method run).
+        back: ``(href, text)`` of a link back to an index page.
 
     Returns:
         A complete HTML document (one string) that needs no network: inline CSS, JS and data, every input string
@@ -324,7 +321,7 @@ def render_report(
         _tree_section(result, tree),
         _settings_section(result),
     ]
-    return _page(heading, subtitle, sections, data)
+    return _page(heading, subtitle, sections, data, back)
 
 
 def _extra_rows(token_scores: Mapping[str, TokenScores] | None) -> dict[str, TokenScores]:
@@ -343,9 +340,15 @@ def _use_per_head(heatmap_heads: str, matrices: int, heads: int, n: int) -> bool
     return heatmap_heads == "all" or (heatmap_heads == "auto" and per_head_bytes <= _AUTO_HEADS_BYTES)
 
 
-def _page(heading: str, subtitle: str, sections: Sequence[str], data: Mapping[str, Any]) -> str:
+def _page(
+    heading: str,
+    subtitle: str,
+    sections: Sequence[str],
+    data: Mapping[str, Any],
+    back: tuple[str, str] | None = None,
+) -> str:
     """The full document on the common page skeleton, with the report's script and data."""
-    return render_page(heading, sections, subtitle=subtitle, data=data, scripts=("report.js",))
+    return render_page(heading, sections, subtitle=subtitle, data=data, scripts=("report.js",), back=back)
 
 
 def render_attention(
@@ -355,6 +358,7 @@ def render_attention(
     title: str | None = None,
     heatmap_heads: HeatmapHeads = "auto",
     defaults: bool = True,
+    back: tuple[str, str] | None = None,
 ) -> str:
     """Render the self-contained HTML page of recorded attention (no attributions): the input with the
     prediction, token scores (``"raw attention"`` and any rows given, e.g. rollout), and the attention heatmaps.
@@ -365,6 +369,7 @@ def render_attention(
         title: the page title.
         heatmap_heads: as in :func:`render_report`.
         defaults: add the ``"raw attention"`` row when ``token_scores`` has none of that name.
+        back: ``(href, text)`` of a link back to an index page.
     """
     L, H, n, _ = recorded.attentions.shape
     per_head = _use_per_head(heatmap_heads, L, H, n)
@@ -393,7 +398,7 @@ def render_attention(
         _token_scores_section(recorded.tokens, recorded.special_mask, rows),
         _heatmap_section(),
     ]
-    return _page(title or "attrflow: recorded attention", "", sections, data)
+    return _page(title or "attrflow: recorded attention", "", sections, data, back)
 
 
 def write_report(html: str, path: str | os.PathLike[str]) -> Path:

@@ -31,6 +31,7 @@ __all__ = [
     "BUILTIN_MODELS",
     "BuiltinModel",
     "builtin_info",
+    "evaluate",
     "load_builtin",
     "shipped_report",
     "train_builtin",
@@ -38,6 +39,19 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def evaluate(
+    model: Any, tokenizer: Any, dataset: Any, *, max_length: int = 64, batch_size: int = 128, progress: bool = False
+) -> tuple[float, list[int]]:
+    """Accuracy of a built-in (transformers) model on a labelled dataset, and its predictions in dataset order.
+
+    The evaluation the model cards report (``attrflow zoo evaluate``); see :mod:`attrflow.zoo._training`.
+    """
+    from attrflow.zoo._training import evaluate as _evaluate
+
+    return _evaluate(model, tokenizer, dataset, max_length=max_length, batch_size=batch_size, progress=progress)
+
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 

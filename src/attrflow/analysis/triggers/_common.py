@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.models import SPECIAL_SEGMENT, Model, load_model
-from attrflow.runner import RunOptions
+from attrflow.runner import resolve_run_options
 from attrflow.validation import Selection, check_choice
 
 if TYPE_CHECKING:
@@ -39,16 +38,6 @@ SPECIAL = SPECIAL_SEGMENT
 """Segment value of special tokens ([CLS], [SEP], <s>, ...) in :attr:`Pattern.segments`."""
 OVERALL = "all"
 """The ``label`` of the rows that count every evaluation example."""
-
-# the runner options mine_patterns took one by one before RunOptions, and their RunOptions field
-_LEGACY_RUN_OPTIONS = {
-    "out_dir": "out_dir",
-    "engine": "engine",
-    "address": "address",
-    "num_workers": "num_workers",
-    "batch_size": "examples_per_batch",
-    "progress": "progress",
-}
 
 
 def check_classifier(model: Model) -> None:
@@ -87,33 +76,6 @@ def resolve_selection(selection: Selection, sample: Selection | None, *, new_nam
     )
     chosen = check_choice("sample", sample, Selection)
     return chosen
-
-
-def resolve_run_options(run: RunOptions | None, legacy: Mapping[str, Any], *, caller: str) -> RunOptions:
-    """``run``, or one built from the runner keywords ``caller`` took before (with a DeprecationWarning).
-
-    Raises:
-        TypeError: a keyword that was never an option of ``caller``.
-        InvalidInputError: both ``run`` and old keywords.
-    """
-    unknown = sorted(set(legacy) - set(_LEGACY_RUN_OPTIONS))
-    if unknown:
-        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
-    if not legacy:
-        return run if run is not None else RunOptions()
-    if run is not None:
-        raise InvalidInputError(
-            f"give the runner options either as run=RunOptions(...) or as keywords, not both "
-            f"(got run and {', '.join(sorted(legacy))})"
-        )
-    names = ", ".join(f"{key}=" for key in legacy)
-    warnings.warn(
-        f"{caller}({names}...) is deprecated and stops working in the next release; pass "
-        f"run=attrflow.RunOptions(...) (batch_size= is now examples_per_batch=)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return RunOptions(**{_LEGACY_RUN_OPTIONS[key]: value for key, value in legacy.items()})
 
 
 def keyword_ax(positional: Axes | None, keyword: Axes | None) -> Axes | None:
