@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import json
 import math
@@ -188,7 +190,13 @@ class Leaderboard:
 
     def to_dict(self) -> dict[str, Any]:
         """``leaderboard.json``: ``{"model", "dataset", "examples", "methods": {NAME: {METRIC: {"mean", "ci", "n"},
-        ..., "seconds_per_example", "peak_memory_mb"}}, "comparisons": [...], "tree", "naopc", "sanity", ...}``."""
+        ..., "seconds_per_example", "peak_memory_mb"}}, "comparisons": [...], "tree", "naopc", "sanity", ...}``.
+
+        Computed once (the bootstrap and the tests take a moment on large runs); each call returns a copy."""
+        return copy.deepcopy(self._summary)
+
+    @functools.cached_property
+    def _summary(self) -> dict[str, Any]:
         settings = json.loads(json.dumps(dict(self.settings), default=str))
         for key in ("naopc_ids", "sanity_ids", "timing_ids"):
             settings[key] = len(settings.get(key, []))
@@ -208,8 +216,16 @@ class Leaderboard:
                 "flagged": self.flagged(),
             },
             "metrics": {m.name: {"higher_is_better": m.higher_is_better, "description": m.description} for m in METRICS},
+            "aopc_curves": self.mean_curves(),
             "settings": settings,
         }
+
+    def mean_curves(self) -> dict[str, Any]:
+        """The ERASER curves averaged over examples: ``{"bins", "comprehensiveness": {method: [K]}, ...}``."""
+        out: dict[str, Any] = {"bins": list(self.settings.get("bins", []))}
+        for name, table in self.curves.items():
+            out[name] = {m: [_json(v) for v in _nanmean(curves)] for m, curves in table.items()}
+        return out
 
     def table(self) -> pd.DataFrame:
         """One row per method, one column per metric (mean), plus the cost."""
@@ -293,7 +309,7 @@ class Leaderboard:
         """The self-contained, sortable page; written to ``path`` when given."""
         from attrflow.viz.leaderboard import render_leaderboard_page
 
-        html = render_leaderboard_page(self, title=title)
+        html = render_leaderboard_page(self.to_dict(), title=title)
         if path is not None:
             atomic_write_text(path, html)
         return html
@@ -308,7 +324,7 @@ class Leaderboard:
         ``"cost"`` (seconds per example against normalised comprehensiveness) or ``"sanity"`` (the cascade)."""
         from attrflow.viz.leaderboard import plot_leaderboard
 
-        return plot_leaderboard(self, kind, ax=ax)
+        return plot_leaderboard(self.to_dict(), kind, ax=ax)
 
     def __repr__(self) -> str:
         return f"Leaderboard(examples={self.num_examples}, methods={list(self.methods)})"
@@ -404,6 +420,17 @@ class Leaderboard:
         if not isinstance(result, cls):
             raise ResultFormatError(f"{source} holds a {type(result).__name__}, not a Leaderboard")
         return result
+
+
+def _nanmean(curves: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(curves)
+    counts = finite.sum(axis=0)
+    sums = np.where(finite, curves, 0.0).sum(axis=0)
+    return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+
+
+def _json(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
 
 
 def _accuracy(examples: Mapping[str, np.ndarray]) -> float | None:
