@@ -89,7 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--timing-examples", type=_count, default=50, metavar="N|all", help="examples timing each method (default 50)"
     )
     parser.add_argument("--no-tree", action="store_true", help="skip the attribution tree's masking experiment")
-    parser.add_argument("--steps", type=steps_value, default="auto", help="quadrature points of AttAttr and IG")
+    parser.add_argument(
+        "--steps", type=steps_value, default=None, help="quadrature points of AttAttr and IG (default: their own, auto)"
+    )
     parser.add_argument("--no-figures", action="store_true", help="write no PNG/SVG figures (no matplotlib needed)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 on a busy machine)")
     add_run_arguments(parser)
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         tree=not args.no_tree,
         run=run_options_value(args, out_dir=out / "run"),
         device=args.device,
-        steps=args.steps,
+        **({} if args.steps is None else {"steps": args.steps}),
     )
     figures = not args.no_figures and importlib.util.find_spec("matplotlib") is not None
     if not args.no_figures and not figures:
