@@ -17,8 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from attrflow.analysis.tree import attribution_tree
 from test_tree import make_result, official_attribution_tree
+
+from attrflow.analysis.tree import attribution_tree
 
 
 def best_of(repeats: int, func) -> float:  # type: ignore[no-untyped-def]

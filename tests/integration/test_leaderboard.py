@@ -98,7 +98,14 @@ def test_ground_truth_recomputed_from_the_tokens(bert):
     truth = ground_truth(example, encoding.tokens, encoding.special_mask)
     assert truth is not None and truth.subject == 2 and truth.attractors == (5,) and truth.nouns == (2, 5)
     # a tokenisation that does not map one word to one token is refused, not guessed
-    assert ground_truth(Example("the moviegoer was", meta={"subject_index": 1}), ("[CLS]", "the", "[UNK]", "[SEP]"), (True, False, False, True)) is None
+    assert (
+        ground_truth(
+            Example("the moviegoer was", meta={"subject_index": 1}),
+            ("[CLS]", "the", "[UNK]", "[SEP]"),
+            (True, False, False, True),
+        )
+        is None
+    )
     assert ground_truth(Example("the movie"), encoding.tokens, encoding.special_mask) is None
 
 
@@ -185,11 +192,16 @@ def test_randomized_copy_reinitialises_only_the_top_layers(bert):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("bert.encoder.layer.2.") for k in changed)
     assert "classifier.weight" in changed
-    assert not any(k.startswith(("bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1.")) for k in changed)
+    assert not any(
+        k.startswith(("bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1.")) for k in changed
+    )
     again = bert.randomized(1, seed=0).model.state_dict()
     assert all(torch.equal(after[k], again[k]) for k in after)
     deeper = bert.randomized(3, seed=0).model.state_dict()
-    assert not torch.equal(deeper["bert.encoder.layer.0.attention.self.query.weight"], before["bert.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        deeper["bert.encoder.layer.0.attention.self.query.weight"],
+        before["bert.encoder.layer.0.attention.self.query.weight"],
+    )
     with pytest.raises(InvalidInputError):
         bert.randomized(4)
 

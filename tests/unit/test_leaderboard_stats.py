@@ -98,7 +98,7 @@ def test_beam_limits_lie_inside_the_exact_ones_and_reach_them_when_wide():
         low, high = exact_limits(drops)
         calls = []
 
-        def evaluate(masks, drops=drops):
+        def evaluate(masks, drops=drops, calls=calls):
             calls.append(len(masks))
             return drops[masks]
 

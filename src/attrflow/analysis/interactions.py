@@ -58,7 +58,9 @@ def top_interactions(weights: torch.Tensor, counts: Mapping[int, int]) -> dict[i
     return chosen
 
 
-def random_interactions(n: int, counts: Mapping[int, int], rng: np.random.Generator) -> dict[int, list[tuple[int, int]]]:
+def random_interactions(
+    n: int, counts: Mapping[int, int], rng: np.random.Generator
+) -> dict[int, list[tuple[int, int]]]:
     """``counts[layer]`` distinct entries of each layer's ``n × n`` attention, drawn uniformly by ``rng``."""
     return {layer: [divmod(int(f), n) for f in rng.choice(n * n, size=k, replace=False)] for layer, k in counts.items()}
 

@@ -15,7 +15,17 @@ from attrflow import __version__
 from attrflow.errors import AttrflowError
 
 # one module per subcommand, in the order --help lists them
-_SUBCOMMANDS: tuple[str, ...] = ("explain", "methods", "demo", "run_info", "zoo", "attack", "evaluate", "leaderboard", "heads")
+_SUBCOMMANDS: tuple[str, ...] = (
+    "explain",
+    "methods",
+    "demo",
+    "run_info",
+    "zoo",
+    "attack",
+    "evaluate",
+    "leaderboard",
+    "heads",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,9 @@ def _depths(text: str) -> Any:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'cascade', 'full' or layer counts like 1,3,6; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected 'cascade', 'full' or layer counts like 1,3,6; got {text!r}"
+        ) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,17 +68,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--target", choices=("label", "predicted"), default="label", help="explained class")
     parser.add_argument(
-        "--removal", choices=("delete", "unk", "mask"), default="delete", help="how AOPC removes tokens (default delete)"
+        "--removal",
+        choices=("delete", "unk", "mask"),
+        default="delete",
+        help="how AOPC removes tokens (default delete)",
     )
     parser.add_argument(
-        "--naopc-examples", type=_count, default=None, metavar="N|all", help="examples with normalised AOPC (default all)"
+        "--naopc-examples",
+        type=_count,
+        default=None,
+        metavar="N|all",
+        help="examples with normalised AOPC (default all)",
     )
     parser.add_argument(
-        "--exact-max", type=int, default=10, metavar="M", help="exact NAOPC limits up to M removable tokens (default 10)"
+        "--exact-max",
+        type=int,
+        default=10,
+        metavar="M",
+        help="exact NAOPC limits up to M removable tokens (default 10)",
     )
     parser.add_argument("--beam-width", type=positive_int, default=5, help="NAOPC beam width beyond (default 5)")
     parser.add_argument(
-        "--sanity-examples", type=_count, default=100, metavar="N|all", help="examples of the sanity check (default 100)"
+        "--sanity-examples",
+        type=_count,
+        default=100,
+        metavar="N|all",
+        help="examples of the sanity check (default 100)",
     )
     parser.add_argument(
         "--sanity-depths",
@@ -100,11 +117,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow leaderboard``."""
+    import importlib.util
     from pathlib import Path
 
     import torch
-
-    import importlib.util
 
     from attrflow.analysis.leaderboard import leaderboard
     from attrflow.data import load_dataset

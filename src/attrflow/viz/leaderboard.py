@@ -9,7 +9,7 @@ cost against faithfulness, the attribution tree's masking experiment and the set
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from attrflow.viz._html import esc, fmt
@@ -37,7 +37,9 @@ def _cell(entry: Any, digits: int = 3) -> str:
     if math.isnan(mean):
         return '<td data-sort="">n/a</td>'
     low, high = (entry.get("ci") or [None, None]) if isinstance(entry, Mapping) else (None, None)
-    interval = f' <span class="ci">[{fmt(low, 2)}, {fmt(high, 2)}]</span>' if low is not None and high is not None else ""
+    interval = (
+        f' <span class="ci">[{fmt(low, 2)}, {fmt(high, 2)}]</span>' if low is not None and high is not None else ""
+    )
     return f'<td data-sort="{mean!r}">{esc(fmt(mean, digits))}{interval}</td>'
 
 
@@ -48,8 +50,10 @@ def _present(data: Mapping[str, Any], metric: str) -> bool:
 def _main_table(data: Mapping[str, Any]) -> str:
     metrics = [name for name in data["metrics"] if _present(data, name)]
     arrows = {True: "↑", False: "↓"}
+    info = data["metrics"]
     head = "".join(
-        f'<th title="{esc(data["metrics"][m]["description"])}">{esc(m)} {arrows[data["metrics"][m]["higher_is_better"]]}</th>'
+        f'<th title="{esc(m)}: {esc(info[m]["description"])}">'
+        f"{esc(info[m].get('title', m))} {arrows[info[m]['higher_is_better']]}</th>"
         for m in metrics
     )
     rows = []
@@ -58,7 +62,9 @@ def _main_table(data: Mapping[str, Any]) -> str:
         flag = ' <span title="fails the randomisation sanity check">⚠</span>' if entry.get("sanity_flagged") else ""
         seconds, memory = entry.get("seconds_per_example"), entry.get("peak_memory_mb")
         cost = "".join(
-            f'<td data-sort="{v!r}">{esc(fmt(v, 3))}</td>' if isinstance(v, (int, float)) else '<td data-sort="">n/a</td>'
+            f'<td data-sort="{v!r}">{esc(fmt(v, 3))}</td>'
+            if isinstance(v, (int, float))
+            else '<td data-sort="">n/a</td>'
             for v in (seconds, memory)
         )
         kind = ' class="baseline"' if method in baselines else ""
@@ -259,7 +265,9 @@ def _settings_section(data: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in sorted((data.get("settings") or {}).items())
     )
-    return f'<section id="settings"><h2>Settings</h2><div class="scroll"><table class="kv">{rows}</table></div></section>'
+    return (
+        f'<section id="settings"><h2>Settings</h2><div class="scroll"><table class="kv">{rows}</table></div></section>'
+    )
 
 
 def render_leaderboard_page(
@@ -293,9 +301,10 @@ def render_leaderboard_page(
 
 
 # ---------------------------------------------------------------------------------------------- matplotlib
-def _series(data: Mapping[str, Any], kind: str) -> tuple[dict[str, Sequence[float]], list[str], str, str]:
+def _series(data: Mapping[str, Any], kind: str) -> tuple[dict[str, list[float]], list[str], str, str]:
+    out: dict[str, list[float]] = {}
+    labels: list[str] = []
     if kind == "spearman":
-        out, labels = {}, []
         for method, entry in data["methods"].items():
             layers = (entry.get("spearman_blankout") or {}).get("by_layer")
             if layers:
@@ -308,7 +317,6 @@ def _series(data: Mapping[str, Any], kind: str) -> tuple[dict[str, Sequence[floa
         values = {m: [_num(v) for v in vs] for m, vs in (curves.get("comprehensiveness") or {}).items()}
         return values, labels, "top-k removed", "comprehensiveness Δp"
     depths = [str(d) for d in (data.get("sanity") or {}).get("depths") or []]
-    out = {}
     for method, entry in data["methods"].items():
         by_depth = (entry.get("sanity_spearman") or {}).get("by_depth")
         if by_depth:
@@ -332,7 +340,9 @@ def plot_leaderboard(data: Mapping[str, Any], kind: str = "spearman", *, ax: Axe
             seconds = entry.get("seconds_per_example")
             if isinstance(seconds, (int, float)) and seconds > 0:
                 axes.scatter([seconds], [_mean(entry.get(metric))])
-                axes.annotate(method, (seconds, _mean(entry.get(metric))), fontsize=8, xytext=(4, 4), textcoords="offset points")
+                axes.annotate(
+                    method, (seconds, _mean(entry.get(metric))), fontsize=8, xytext=(4, 4), textcoords="offset points"
+                )
         axes.set_xscale("log")
         axes.set_xlabel("seconds per example (median, method alone)")
         axes.set_ylabel(metric)

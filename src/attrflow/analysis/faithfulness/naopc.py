@@ -23,8 +23,8 @@ can only tighten the limits; beam limits lie inside the true ones, so a score ma
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np

@@ -102,7 +102,9 @@ def _spearman_columns(
             record[f"{metric}.{name}"] = spearman(judged[name][mask], truth)
             layers = []
             if scores.per_layer:
-                layers = [spearman(_judged(scores, scores.at(l), options.magnitude)[mask], truth) for l in scores.layers]
+                layers = [
+                    spearman(_judged(scores, scores.at(l), options.magnitude)[mask], truth) for l in scores.layers
+                ]
             record[f"layers_{metric}.{name}"] = layers
 
 
@@ -119,10 +121,17 @@ def _aopc_columns(
     steps: dict[str, tuple[list[int], list[int]]] = {}
     if with_naopc:
         for name, vector in ranked.items():
-            down, up = method_orders(vector.detach().double().cpu().numpy(), special)
-            steps[name] = (step_rows(batch, down), step_rows(batch, up))
+            first, last = method_orders(vector.detach().double().cpu().numpy(), special)
+            steps[name] = (step_rows(batch, first), step_rows(batch, last))
     curves = erasure_curves(
-        model, context.encoding, ranked, context.target, options.bins, options.removal, options.batch_size, erasures=batch
+        model,
+        context.encoding,
+        ranked,
+        context.target,
+        options.bins,
+        options.removal,
+        options.batch_size,
+        erasures=batch,
     )
     for name, curve in curves.items():
         record[f"comprehensiveness.{name}"] = curve.comprehensiveness.tolist()
@@ -226,7 +235,9 @@ def _tree_columns(
         record[f"tree.{key}"] = clean - masked_probability(model, encoding, interactions, target=target)
     rng = np.random.default_rng(example_seed(encoding.input_ids or (example_id,), options.seed))
     draws = [random_interactions(context.n, counts, rng) for _ in range(options.random_draws)]
-    record["tree.random"] = float(np.mean([clean - masked_probability(model, encoding, d, target=target) for d in draws]))
+    record["tree.random"] = float(
+        np.mean([clean - masked_probability(model, encoding, d, target=target) for d in draws])
+    )
     record["tree.probability"] = clean
     record["tree.count"] = sum(counts.values())
 

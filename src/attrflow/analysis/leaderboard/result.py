@@ -109,7 +109,9 @@ class Leaderboard:
             run = open_run(run)
         settings = dict(run.settings)
         if run.metadata.get("task") != "leaderboard" or settings.get("version") != TASK_VERSION:
-            raise ResultFormatError(f"{run.out_dir} is not a leaderboard run of this attrflow (run it into a new directory)")
+            raise ResultFormatError(
+                f"{run.out_dir} is not a leaderboard run of this attrflow (run it into a new directory)"
+            )
         frame = run.to_pandas()
         methods = tuple(settings["methods"])
         size = len(frame)
@@ -125,7 +127,9 @@ class Leaderboard:
             for metric in _SPEARMAN
         }
         bins = len(settings["bins"])
-        curves = {c: {m: _matrix(frame[f"{c}.{m}"], bins) for m in methods} for c in ("comprehensiveness", "sufficiency")}
+        curves = {
+            c: {m: _matrix(frame[f"{c}.{m}"], bins) for m in methods} for c in ("comprehensiveness", "sufficiency")
+        }
         search = frame["naopc_search"].to_numpy()
         examples = {k: frame[k].to_numpy(dtype=np.float64) for k in _EXAMPLE_FACTS}
         examples["naopc_exact"] = np.where(search == "exact", 1.0, np.where(search == "beam", 0.0, -1.0))
@@ -209,13 +213,20 @@ class Leaderboard:
             "methods": {m: self.method_summary(m) for m in self.methods},
             "comparisons": [c.to_dict() for c in self.comparisons()],
             "tree": self.tree_summary(),
-            "naopc": {**self.naopc_search(), "exact_max": settings.get("exact_max"), "beam_width": settings.get("beam_width")},
+            "naopc": {
+                **self.naopc_search(),
+                "exact_max": settings.get("exact_max"),
+                "beam_width": settings.get("beam_width"),
+            },
             "sanity": {
                 "depths": settings.get("sanity_depths"),
                 "threshold": settings.get("sanity_threshold"),
                 "flagged": self.flagged(),
             },
-            "metrics": {m.name: {"higher_is_better": m.higher_is_better, "description": m.description} for m in METRICS},
+            "metrics": {
+                m.name: {"title": m.title, "higher_is_better": m.higher_is_better, "description": m.description}
+                for m in METRICS
+            },
             "aopc_curves": self.mean_curves(),
             "settings": settings,
         }
@@ -256,7 +267,9 @@ class Leaderboard:
             for method, matrix in table.items():
                 for layer in range(matrix.shape[1]):
                     name = f"{metric}@L{layer + 1}"
-                    parts.append(pd.DataFrame({"example_id": ids, "method": method, "metric": name, "value": matrix[:, layer]}))
+                    parts.append(
+                        pd.DataFrame({"example_id": ids, "method": method, "metric": name, "value": matrix[:, layer]})
+                    )
         if not parts:
             return pd.DataFrame(columns=["example_id", "method", "metric", "value"])
         return pd.concat(parts, ignore_index=True)

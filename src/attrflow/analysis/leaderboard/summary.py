@@ -59,10 +59,11 @@ def method_summary(
         attractors: ``[E]`` attractor counts (−1: no ground truth).
         settings: the leaderboard's settings (``resamples``, ``level``, ``sanity_depths``, ``sanity_threshold``).
     """
-    boot = {"resamples": int(settings.get("resamples", 1000)), "level": float(settings.get("level", 0.95))}
+    resamples, level = int(settings.get("resamples", 1000)), float(settings.get("level", 0.95))
+    seed = int(settings.get("bootstrap_seed", 0))
 
     def interval(data: np.ndarray) -> dict[str, Any]:
-        return bootstrap_interval(data, seed=int(settings.get("bootstrap_seed", 0)), **boot).to_dict()
+        return bootstrap_interval(data, resamples=resamples, level=level, seed=seed).to_dict()
 
     entry: dict[str, Any] = {}
     for item in METRICS:
