@@ -14,9 +14,9 @@ from scipy import stats
 from attrflow.analysis.faithfulness.naopc import AOPCBounds, beam_limits, exact_limits, normalized_aopc
 from attrflow.analysis.leaderboard.stats import bootstrap_interval, holm, paired_comparisons
 from attrflow.data import Example, sample
+from attrflow.data.sampling import example_seed
 from attrflow.errors import InvalidInputError
 from attrflow.flow.rollout import attention_rollout, rollout_edge_weights
-from attrflow.methods.scores.baselines import example_seed
 
 
 # ------------------------------------------------------------------------------------------ bootstrap

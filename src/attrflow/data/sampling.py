@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from attrflow.data._dataset import UNLABELLED, Example
 from attrflow.errors import InvalidInputError
 from attrflow.validation import Selection, check_choice, check_int
 
-__all__ = ["Sample", "as_example", "example_inputs", "sample"]
+__all__ = ["Sample", "as_example", "example_inputs", "example_seed", "sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +191,11 @@ def example_inputs(item: Any) -> str | tuple[str, str]:
     """The model input of an example-like item: its text, or ``(text, text_pair)``."""
     example = as_example(item)
     return example.text if example.text_pair is None else (example.text, example.text_pair)
+
+
+def example_seed(token_ids: Sequence[int], seed: int) -> int:
+    """A seed derived from an input's token ids and ``seed``: the same input gets the same random draws in every
+    run, whatever the order or grouping of the examples (so seeded per-example randomness is reproducible and
+    resumable)."""
+    digest = zlib.crc32(np.asarray(token_ids, dtype=np.int64).tobytes())
+    return (digest * 1_000_003 + int(seed)) % (2**63)

@@ -210,8 +210,8 @@ def _tree_columns(
 ) -> None:
     from attrflow.analysis.interactions import masked_probability, random_interactions, top_interactions
     from attrflow.analysis.tree import attribution_tree
+    from attrflow.data.sampling import example_seed
     from attrflow.flow.rollout import rollout_edge_weights
-    from attrflow.methods.scores.baselines import example_seed
 
     record.update({f"tree.{k}": NAN for k in ("tree", "attention", "rollout", "random", "probability")})
     record["tree.count"] = 0

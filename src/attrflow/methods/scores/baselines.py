@@ -8,12 +8,12 @@ like every other method and are left out of the defaults of ``explain`` and ``ev
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from attrflow.data.sampling import example_seed
 from attrflow.errors import InvalidInputError
 from attrflow.methods.context import ExplainContext
 from attrflow.methods.registry import Method, register_method
@@ -21,13 +21,6 @@ from attrflow.results import TokenScores
 from attrflow.validation import check_choice, check_int
 
 Direction = Literal["last-first", "first-first"]
-
-
-def example_seed(token_ids: tuple[int, ...], seed: int) -> int:
-    """A seed derived from the input's token ids and ``seed``: the same input gets the same random scores in every
-    run, whatever the order or grouping of examples (so runs are reproducible and resumable)."""
-    digest = zlib.crc32(np.asarray(token_ids, dtype=np.int64).tobytes())
-    return (digest * 1_000_003 + int(seed)) % (2**63)
 
 
 @register_method
