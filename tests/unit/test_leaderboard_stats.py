@@ -155,3 +155,21 @@ def test_example_seed_depends_on_the_tokens_only():
     assert example_seed((2, 5, 7, 3), 0) == example_seed((2, 5, 7, 3), 0)
     assert example_seed((2, 5, 7, 3), 0) != example_seed((2, 5, 8, 3), 0)
     assert example_seed((2, 5, 7, 3), 0) != example_seed((2, 5, 7, 3), 1)
+
+
+# ------------------------------------------------------------------------------------------ cost
+def test_measure_counts_the_extra_memory_of_the_call():
+    import sys
+
+    from attrflow.analysis.leaderboard.cost import measure
+
+    def allocate() -> float:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+        return float(block[-1])
+
+    value, cost = measure(allocate)
+    assert value == 1.0 and cost.seconds > 0 and cost.cpu_seconds >= 0
+    if sys.platform.startswith("linux"):
+        assert 48 <= cost.memory_mb <= 200
+        _, small = measure(lambda: 1 + 1)
+        assert small.memory_mb < 16
