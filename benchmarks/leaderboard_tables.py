@@ -47,7 +47,7 @@ def truth_table(data: dict[str, Any]) -> str:
 
 def sanity_table(data: dict[str, Any]) -> str:
     depths = [str(d) for d in data["sanity"]["depths"] or []]
-    lines = ["| method | " + " | ".join(f"top {d}" for d in depths) + " | median (deepest) | flagged |"]
+    lines = ["| method | " + " | ".join(f"top {d}" for d in depths) + " | median sanity ρ | flagged |"]
     lines.append("|---|" + "---|" * (len(depths) + 2))
     for method, entry in data["methods"].items():
         sanity = entry.get("sanity_spearman") or {}

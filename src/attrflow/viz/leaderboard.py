@@ -211,8 +211,9 @@ def _sanity_section(data: Mapping[str, Any]) -> str:
     return (
         '<section id="sanity"><h2>Sanity: model-parameter randomisation</h2><p class="note">Adebayo et al. '
         "(NeurIPS 2018): the head and the top k layers get fresh weights, k = 1 … L, and each method's scores on "
-        f"the trained and the randomised model are compared. A method whose median ρ at the deepest step exceeds "
-        f"{esc(threshold)} barely depends on what the model learnt. Flagged: "
+        f"the trained and the randomised model are compared; a method's sanity ρ is the mean over the steps (the area "
+        f"under its curve). A method whose median sanity ρ exceeds {esc(threshold)} barely depends on what the "
+        "model learnt. Flagged: "
         f"<b>{esc(', '.join(flagged) or 'none')}</b>.</p><figure>{chart}</figure></section>"
     )
 

@@ -131,7 +131,7 @@ def leaderboard(
         exact_max, beam_width: exact limits up to this many removable tokens; a beam of this width beyond.
         sanity_examples: how many examples get the randomisation test (0: none; None: all).
         sanity_depths: ``"cascade"`` (1, 2, …, L top layers re-initialised), ``"full"`` (all L) or layer counts;
-            ``sanity_spearman`` is the deepest one.
+            ``sanity_spearman`` is the mean Spearman over the steps (the area under the cascade curve).
         sanity_threshold: a method whose median ``sanity_spearman`` exceeds this is flagged.
         timing_examples: how many examples time each method alone (0: none; None: all).
         tree, tree_threshold, random_draws: the attribution tree's masking experiment (needs ``attattr``).

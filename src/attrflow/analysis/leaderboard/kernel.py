@@ -28,7 +28,7 @@ from attrflow.methods.registry import get_method
 from attrflow.models import Model
 from attrflow.results import TokenScores
 
-__all__ = ["GroundTruth", "ground_truth", "leaderboard_example"]
+__all__ = ["GroundTruth", "cascade_mean", "ground_truth", "leaderboard_example"]
 
 NAN = math.nan
 
@@ -67,6 +67,12 @@ def ground_truth(example: Any, tokens: tuple[str, ...], special: tuple[bool, ...
     except (IndexError, TypeError, ValueError):
         return None
     return GroundTruth(subject, attractors, nouns)
+
+
+def cascade_mean(row: np.ndarray) -> float:
+    """The sanity metric of one example: the mean Spearman over the steps of the randomisation cascade (the area
+    under Adebayo et al.'s cascade curve, scaled to [−1, 1]); NaN unless every step was measured."""
+    return float(row.mean()) if row.size and np.isfinite(row).all() else NAN
 
 
 def _judged(scores: TokenScores, vector: torch.Tensor, magnitude: bool) -> np.ndarray:
@@ -179,7 +185,7 @@ def _sanity_columns(
                 values[name][d] = spearman(judged[name], vector)
     for name, row in values.items():
         record[f"sanity.{name}"] = row
-        record[f"sanity_spearman.{name}"] = row[-1] if row else NAN
+        record[f"sanity_spearman.{name}"] = cascade_mean(np.asarray(row, dtype=np.float64))
 
 
 def _cost_columns(

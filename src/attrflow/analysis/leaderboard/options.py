@@ -73,8 +73,8 @@ METRICS: tuple[Metric, ...] = (
         "sanity_spearman",
         False,
         "sanity ρ",
-        "Spearman between the scores of the trained model and of the model with its top layers re-initialised "
-        "(Adebayo et al. 2018; high: the method barely depends on the weights)",
+        "Spearman between the scores of the trained model and of the model with its top k layers re-initialised, "
+        "mean over the cascade k = 1 … L (Adebayo et al. 2018; high: the method barely depends on the weights)",
     ),
     Metric(
         "subject_top_rate",
@@ -115,7 +115,7 @@ class LeaderboardOptions:
         naopc_ids: the examples that get the normalised AOPC (its limits cost up to 2^m or ~B·m² variants).
         exact_max, beam_width: exact limits up to this many removable tokens, a beam of this width beyond.
         sanity_ids: the examples of the randomisation test; ``sanity_depths`` how many top layers are
-            re-initialised at each step of the cascade (the last is the ``sanity_spearman`` metric).
+            re-initialised at each step of the cascade (``sanity_spearman`` is the mean over the steps).
         sanity_seed: the seed of the re-initialised weights.
         timing_ids: the examples on which each method is timed alone.
         tree: measure the attribution tree's interactions (needs the ``attattr`` method).

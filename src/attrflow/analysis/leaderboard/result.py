@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from attrflow.analysis.leaderboard import summary as _summary
+from attrflow.analysis.leaderboard.kernel import cascade_mean
 from attrflow.analysis.leaderboard.options import METRICS
 from attrflow.analysis.leaderboard.stats import Comparison
 from attrflow.errors import InvalidInputError, ResultFormatError
@@ -122,6 +123,9 @@ class Leaderboard:
             metric: {m: frame[f"{metric}.{m}"].to_numpy(dtype=np.float64) for m in methods}
             for metric in (*(item.name for item in METRICS), *EXTRA_VALUES)
         }
+        sanity = {m: _matrix(frame[f"sanity.{m}"], depths) for m in methods}
+        # the sanity metric from the stored cascade (the same rule as the kernel's, whatever version wrote the run)
+        values["sanity_spearman"] = {m: np.array([cascade_mean(row) for row in sanity[m]]) for m in methods}
         layer_values = {
             metric: {m: _matrix(frame[f"layers_{metric}.{m}"], num_layers) for m in methods if m in per_layer}
             for metric in _SPEARMAN
@@ -152,7 +156,7 @@ class Leaderboard:
             values=values,
             layer_values=layer_values,
             curves=curves,
-            sanity={m: _matrix(frame[f"sanity.{m}"], depths) for m in methods},
+            sanity=sanity,
             examples=examples,
             settings=report,
         )
@@ -183,8 +187,8 @@ class Leaderboard:
         return _summary.tree_summary(tree, self.settings)
 
     def flagged(self) -> list[str]:
-        """The methods whose scores barely change when the model's top layers are re-initialised (median sanity
-        Spearman above ``settings["sanity_threshold"]``, Adebayo et al. 2018)."""
+        """The methods whose scores barely change when the model's top layers are re-initialised (median over
+        examples of the cascade's mean Spearman above ``settings["sanity_threshold"]``, Adebayo et al. 2018)."""
         return [m for m in self.methods if self.method_summary(m).get("sanity_flagged")]
 
     def naopc_search(self) -> dict[str, int]:

@@ -80,7 +80,7 @@ def method_summary(
     if sanity is not None and sanity.size:
         depths = list(settings.get("sanity_depths", range(1, sanity.shape[1] + 1)))
         entry["sanity_spearman"]["by_depth"] = {str(d): interval(sanity[:, i]) for i, d in enumerate(depths)}
-        middle = median(sanity[:, -1])
+        middle = median(values["sanity_spearman"])
         entry["sanity_spearman"]["median"] = None if math.isnan(middle) else middle
         entry["sanity_flagged"] = bool(math.isfinite(middle) and middle > float(settings.get("sanity_threshold", 0.8)))
     for key, column in (
