@@ -11,11 +11,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the local CPU build first: an unpinned torch would pull gigabytes of CUDA packages
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev,viz,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,viz,ray,explore]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/attrflow demo
+	@echo
+	@echo "Explore the built-in models interactively (local, offline; Ctrl-C stops it):"
+	@echo "  HF_HUB_OFFLINE=1 $(BIN)/attrflow explore --open"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

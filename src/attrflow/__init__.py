@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
     "token_scores": "attrflow.methods.api",
+    "context_mixing": "attrflow.methods.mixing",
+    "ContextMixing": "attrflow.methods.mixing",
     "ExplainContext": "attrflow.methods.context",
     "Method": "attrflow.methods.registry",
     "MethodInfo": "attrflow.methods.registry",
@@ -139,6 +141,7 @@ if TYPE_CHECKING:
     from attrflow.methods.api import token_scores
     from attrflow.methods.context import ExplainContext
     from attrflow.methods.gradients import gradient_x_input, input_gradient, integrated_gradients
+    from attrflow.methods.mixing import ContextMixing, context_mixing
     from attrflow.methods.registry import Method, MethodInfo, get_method, list_methods, register_method
     from attrflow.models import Encoding, Model, Recording, TokenizedText, load_model
     from attrflow.results import AttentionAttribution, RecordedAttention, TokenScores, load_result

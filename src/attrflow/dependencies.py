@@ -10,7 +10,7 @@ from attrflow.errors import MissingDependencyError
 
 __all__ = ["require"]
 
-_EXTRA_OF = {"matplotlib": "viz", "ray": "ray", "networkx": "dev"}
+_EXTRA_OF = {"matplotlib": "viz", "ray": "ray", "networkx": "dev", "starlette": "explore", "uvicorn": "explore"}
 
 
 def require(module: str) -> ModuleType:

@@ -228,6 +228,13 @@ class TokenScores:
 
         return iframe(self.to_html(), height=320 + (30 * len(self.layers)))
 
+    def explore(self, *, title: str | None = None, height: int = 700) -> Any:
+        """The explorer's views of these scores, inline (see :meth:`attrflow.Explanation.explore`): the token
+        scores and, when the method has per-layer matrices, the flow graph and heatmaps."""
+        from attrflow.viz.explore import explore_view
+
+        return explore_view(scores={self.method: self}, title=title, height=height)
+
     def plot(self, *, ax: Axes | None = None, layer: int | None = None) -> Figure:
         """Bar chart of the scores (:attr:`overall`, or one ``layer``); see :func:`attrflow.viz.plot_token_scores`."""
         from attrflow.viz.plots import plot_token_scores
@@ -464,6 +471,13 @@ class AttentionAttribution:
 
         return report_iframe(self.to_html())
 
+    def explore(self, *, title: str | None = None, heads: bool | Literal["auto"] = "auto", height: int = 1100) -> Any:
+        """The explorer's views of this attribution, inline (see :meth:`attrflow.Explanation.explore`): the
+        report's token scores, the flow graph, heatmaps per layer and head, head scores and the attribution tree."""
+        from attrflow.viz.explore import explore_view
+
+        return explore_view(result=self, tree=self._default_tree(), title=title, heads=heads, height=height)
+
     def plot(
         self,
         *,
@@ -672,6 +686,12 @@ class RecordedAttention:
         from attrflow.viz.report import render_attention, report_iframe
 
         return report_iframe(render_attention(self), height=700)
+
+    def explore(self, *, title: str | None = None, heads: bool | Literal["auto"] = "auto", height: int = 1000) -> Any:
+        """The explorer's views of this attention, inline (see :meth:`attrflow.Explanation.explore`)."""
+        from attrflow.viz.explore import explore_view
+
+        return explore_view(result=self, title=title, heads=heads, height=height)
 
     def __repr__(self) -> str:
         L, H = self.attentions.shape[:2]

@@ -60,6 +60,7 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "TriggerPatterns": "attrflow.analysis.triggers.patterns",
     "AttackReport": "attrflow.analysis.triggers.report",
     "Leaderboard": "attrflow.analysis.leaderboard.result",
+    "ContextMixing": "attrflow.methods.mixing",
 }
 
 

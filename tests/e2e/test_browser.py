@@ -14,7 +14,6 @@ import io
 import json
 import os
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,32 +25,9 @@ import torch
 
 from attrflow.results import AttentionAttribution, RecordedAttention
 from attrflow.viz import TokenScores
+from browsers import FLAGS, chromium_or_skip
 
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--hide-scrollbars",
-    "--window-size=1280,1000",
-)
 XSS = "<img src=x onerror=alert(1)>"
-
-
-def find_chromium() -> str | None:
-    explicit = os.environ.get("ATTRFLOW_CHROMIUM")
-    if explicit:
-        return explicit
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 class Chromium:
@@ -188,16 +164,6 @@ def long_result() -> AttentionAttribution:
         special_mask=(True,) + (False,) * (n - 2) + (True,),
         settings={"model": "bert-base <i>", "rule": "riemann-left", "steps": 64},
     )
-
-
-def chromium_or_skip() -> str:
-    executable = find_chromium()
-    if executable is None:
-        reason = "headless Chromium not found (apt-get install chromium, or set ATTRFLOW_CHROMIUM)"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"{reason}; under CI the browser tests must run (.ci/run installs chromium)", pytrace=False)
-        pytest.skip(reason)
-    return executable
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +53,9 @@ class Explanation:
         tree: the attribution tree (None without ``attattr``).
         methods: the methods run.
         skipped: methods left out because they cannot explain this model, with the reason.
+        probabilities: float64 ``[C]``: the model's output probabilities on the input at the explained position
+            (every class, or the next-token distribution), from the forward pass the methods shared; None when
+            built without one.
     """
 
     result: AttentionAttribution | RecordedAttention
@@ -60,6 +63,7 @@ class Explanation:
     tree: AttributionTree | None = None
     methods: tuple[str, ...] = ()
     skipped: dict[str, str] = field(default_factory=dict)
+    probabilities: torch.Tensor | None = None
 
     @property
     def token_scores(self) -> dict[str, TokenScores]:
@@ -89,6 +93,22 @@ class Explanation:
         from attrflow.viz.page import iframe
 
         return iframe(self.to_html())
+
+    def explore(self, *, title: str | None = None, heads: bool | Literal["auto"] = "auto", height: int = 1100) -> Any:
+        """The explorer's views of this explanation, inline (Jupyter displays it; ``.write(path)`` saves it).
+
+        The same views as ``attrflow explore`` — token scores of every method, the flow graph, heatmaps, head
+        scores, the tree — drawn from this already-computed result: no server, no network, also in a notebook's
+        exported HTML. What-if edits need the server (``attrflow explore``).
+
+        Args:
+            title: the page's heading.
+            heads: embed per-head matrices (``"auto"``: while they stay under 8 MB).
+            height: the inline frame's height in pixels.
+        """
+        from attrflow.viz.explore import explore_view
+
+        return explore_view(self, title=title, heads=heads, height=height)
 
     def write(
         self, path: str | os.PathLike[str], *, title: str | None = None, back: tuple[str, str] | None = None
@@ -178,6 +198,7 @@ def explain(
     rule: Rule = DEFAULT_RULE,
     tree_threshold: float = 0.4,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Explanation:
     """Explain one input with every selected registered method, ready to render.
 
@@ -192,6 +213,9 @@ def explain(
         steps, rule: the quadrature of every method that integrates (AttAttr, integrated gradients).
         tree_threshold: τ of the attribution tree (drawn when ``attattr`` runs).
         options: per-method options, e.g. ``{"rollout": {"head_fusion": "max"}}``.
+        progress: called as ``progress(method, k, total)`` before the k-th of ``total`` methods computes, and as
+            ``progress("", total, total)`` when all have; an exception it raises stops the run (the explorer
+            cancels a request this way, between methods).
     """
     chosen, named = _chosen(methods)
     threshold = check_finite("tree_threshold", tree_threshold)
@@ -214,8 +238,12 @@ def explain(
         runs.append((method, method_options))
     for method, method_options in runs:
         method.prepare(context, **method_options)
-    for method, method_options in runs:
+    for k, (method, method_options) in enumerate(runs):
+        if progress is not None:
+            progress(method.name, k, len(runs))
         scores[method.name] = method.compute(context, **method_options)
+    if progress is not None:
+        progress("", len(runs), len(runs))
     attribution = context.last_attribution
     tree = None
     if attribution is not None:
@@ -225,7 +253,14 @@ def explain(
         result: AttentionAttribution | RecordedAttention = attribution
     else:
         result = _recorded(context)
-    return Explanation(result=result, scores=scores, tree=tree, methods=tuple(m.name for m in chosen), skipped=skipped)
+    return Explanation(
+        result=result,
+        scores=scores,
+        tree=tree,
+        methods=tuple(m.name for m in chosen),
+        skipped=skipped,
+        probabilities=context.probabilities,
+    )
 
 
 def _recorded(context: ExplainContext) -> RecordedAttention:

@@ -18,6 +18,7 @@ from attrflow.errors import AttrflowError
 _SUBCOMMANDS: tuple[str, ...] = (
     "explain",
     "methods",
+    "explore",
     "demo",
     "run_info",
     "zoo",

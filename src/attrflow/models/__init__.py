@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from attrflow.models._blocks import BlockCalls, BlockStructure, BlockTensors
 from attrflow.models._encoding import SPECIAL_SEGMENT, Encoding, TokenizedText
 from attrflow.models._interface import IMPL_NAME, active_session, attrflow_attention_forward
 from attrflow.models._loading import load_model
@@ -20,6 +21,9 @@ __all__ = [
     "IMPL_NAME",
     "SPECIAL_SEGMENT",
     "TASKS",
+    "BlockCalls",
+    "BlockStructure",
+    "BlockTensors",
     "BranchPass",
     "Encoding",
     "ForwardPass",

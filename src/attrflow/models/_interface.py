@@ -48,6 +48,11 @@ class Session:
         clean_leaves: with ``require_grad``, keep row 0's probabilities at every site as a tensor to
             differentiate by (``clean_row_leaves[site]``, still inside the graph): one backward gives ∂F/∂A at
             α = 1 for every layer.
+        capture_values: keep a detached copy of every site's value states ``[B, H_kv, N, d]`` in ``values``.
+        zero_values: per site, ``[B]`` key positions: row r of the batch gets the value vector of position
+            ``zero_values[site][r]`` set to 0 in every head (−1: none), after the softmax (value zeroing).
+        suppress: ``([B] key positions, factor)``: at every site, row r's pre-softmax scores towards position
+            ``positions[r]`` are multiplied by ``factor`` (−1: none) before the mask (AtMan).
     """
 
     record: bool = False
@@ -56,6 +61,9 @@ class Session:
     edits: dict[int, torch.Tensor] = field(default_factory=dict)
     branches: dict[int, tuple[int, torch.Tensor, int]] = field(default_factory=dict)
     clean_leaves: bool = False
+    capture_values: bool = False
+    zero_values: dict[int, torch.Tensor] = field(default_factory=dict)
+    suppress: tuple[torch.Tensor, float] | None = None
     # filled while running
     count: int = 0
     records: list[torch.Tensor] = field(default_factory=list)
@@ -64,6 +72,7 @@ class Session:
     block_calls: int = 0
     leaves: dict[int, torch.Tensor] = field(default_factory=dict)
     clean_row_leaves: dict[int, torch.Tensor] = field(default_factory=dict)
+    values: list[torch.Tensor] = field(default_factory=list)
 
     def reset(self) -> None:
         """Forget what the previous forward pass left (call before each pass)."""
@@ -74,6 +83,29 @@ class Session:
         self.block_calls = 0
         self.leaves = {}
         self.clean_row_leaves = {}
+        self.values = []
+
+    def on_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scale the pre-softmax scores ``[B, H, q, k]`` of the next site as :attr:`suppress` asks."""
+        if self.suppress is None:
+            return scores
+        positions, factor = self.suppress
+        scale = torch.ones(scores.shape[0], scores.shape[-1], dtype=scores.dtype, device=scores.device)
+        rows = torch.nonzero(positions >= 0).flatten()
+        scale[rows, positions[rows]] = factor
+        return scores * scale[:, None, None, :]
+
+    def on_values(self, value: torch.Tensor) -> torch.Tensor:
+        """Capture or zero the value states ``[B, H_kv, k, d]`` of the next site (before :meth:`on_site` counts it)."""
+        if self.capture_values:
+            self.values.append(value.detach())
+        positions = self.zero_values.get(self.count)
+        if positions is None:
+            return value
+        keep = torch.ones(value.shape[0], value.shape[2], dtype=value.dtype, device=value.device)
+        rows = torch.nonzero(positions >= 0).flatten()
+        keep[rows, positions[rows]] = 0.0
+        return value * keep[:, None, :, None]
 
     def on_site(self, module: nn.Module, probs: torch.Tensor) -> torch.Tensor:
         """Apply this session's interventions to the probabilities ``[B, H, q, k]`` of the next site."""
@@ -156,6 +188,12 @@ def attrflow_attention_forward(
             f"{type(module).__name__} uses attention sinks (extra softmax logits); attrflow's probabilities would "
             "not be the model's. This architecture is not supported."
         )
+    session = _SESSION.get()
+    sites = _SITE_MODULES.get()
+    if session is not None and not (sites is None or id(module) in sites):
+        session = None
+    if session is not None:
+        value = session.on_values(value)
     heads = query.shape[1]
     if key.shape[1] != heads:
         if heads % key.shape[1]:
@@ -176,6 +214,8 @@ def attrflow_attention_forward(
     softcap = kwargs.get("softcap")
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
+    if session is not None:
+        scores = session.on_scores(scores)
     kv_len = key.shape[2]
     if attention_mask is not None:
         mask = attention_mask[..., :kv_len]
@@ -188,11 +228,8 @@ def attrflow_attention_forward(
     probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
     if dropout > 0.0 and module.training:
         probs = nn.functional.dropout(probs, p=dropout, training=True)
-    session = _SESSION.get()
     if session is not None:
-        sites = _SITE_MODULES.get()
-        if sites is None or id(module) in sites:
-            probs = session.on_site(module, probs)
+        probs = session.on_site(module, probs)
     output = torch.matmul(probs, value)
     return output.transpose(1, 2).contiguous(), probs
 

@@ -22,6 +22,7 @@ from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.models import _encoding
 from attrflow.models._encoding import Encoding, TokenizedText
 from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered, site_modules
+from attrflow.models._mixing import MixingPasses
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
 from attrflow.models._replay import embeddings_into, eval_mode, run_rows
@@ -34,7 +35,7 @@ _GATE: ContextVar[torch.Tensor | None] = ContextVar("attrflow_gate", default=Non
 _EDITS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("attrflow_edits", default=None)
 
 
-class Model:
+class Model(MixingPasses):
     """A 🤗 transformers model (+ tokenizer) that attrflow can read and intervene on.
 
     Build it with :func:`load_model`. ``model`` is the wrapped transformers model, returned to its original state

@@ -14,6 +14,7 @@ from attrflow.testing._oracle import naive_attattr, naive_attattr_layers
 from attrflow.testing._tiny import (
     ARCHITECTURES,
     ENCODER_DECODERS,
+    EXTRA_ARCHITECTURES,
     SPECIALS,
     VOCAB,
     WORDS,
@@ -25,6 +26,7 @@ from attrflow.testing._tiny import (
 __all__ = [
     "ARCHITECTURES",
     "ENCODER_DECODERS",
+    "EXTRA_ARCHITECTURES",
     "SPECIALS",
     "VOCAB",
     "WORDS",

@@ -62,6 +62,10 @@ _C: dict[str, Any] = dict(
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "albert", "electra", "gpt2", "llama", "vit", "bart", "t5")
 ENCODER_DECODERS = ("bart", "t5")
+EXTRA_ARCHITECTURES = ("qwen2", "roberta-prelayernorm")
+"""Also built by :func:`build`, outside :data:`ARCHITECTURES` (which drives the slower all-architecture tests):
+Qwen2 (grouped-query attention with biased q/k/v projections) and RoBERTa-PreLayerNorm (the pre-norm encoder of the
+built-in ``agreement`` model)."""
 
 
 def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Module:
@@ -95,6 +99,22 @@ def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Mod
             **kw,
         )
         return T.LlamaForCausalLM(cfg)
+    if name == "qwen2":
+        cfg = T.Qwen2Config(
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            vocab_size=VOCAB,
+            bos_token_id=2,
+            eos_token_id=3,
+            **kw,
+        )
+        return T.Qwen2ForCausalLM(cfg)
+    if name == "roberta-prelayernorm":
+        cfg = T.RobertaPreLayerNormConfig(**_C, pad_token_id=0, **kw)
+        return T.RobertaPreLayerNormForSequenceClassification(cfg)
     if name == "vit":
         cfg = T.ViTConfig(
             hidden_size=32,
@@ -142,7 +162,7 @@ def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Mod
             initializer_factor=init_scale / 0.02,
         )
         return T.T5ForSequenceClassification(cfg)
-    raise ValueError(f"no tiny model {name!r}; choose from {', '.join(ARCHITECTURES)}")
+    raise ValueError(f"no tiny model {name!r}; choose from {', '.join(ARCHITECTURES + EXTRA_ARCHITECTURES)}")
 
 
 def example_inputs(name: str, *, seed: int = 1, length: int = 8) -> dict[str, torch.Tensor]:
@@ -151,6 +171,6 @@ def example_inputs(name: str, *, seed: int = 1, length: int = 8) -> dict[str, to
     if name == "vit":
         return {"pixel_values": torch.randn(1, 3, 16, 16, generator=g)}
     ids = torch.randint(len(SPECIALS), VOCAB, (1, length), generator=g)
-    if name not in ("gpt2", "llama"):
+    if name not in ("gpt2", "llama", "qwen2"):
         ids[0, 0], ids[0, -1] = 2, 3
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

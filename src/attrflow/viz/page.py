@@ -117,9 +117,13 @@ def write_page(html: str, path: str | os.PathLike[str]) -> Path:
     return atomic_write_text(path, html)
 
 
-def iframe(html: str, *, height: int = 900, title: str = "attrflow") -> str:
-    """Wrap a full page in a sandboxed ``<iframe srcdoc>`` so that it renders, scripts included, in Jupyter."""
+def iframe(html: str, *, height: int = 900, title: str = "attrflow", downloads: bool = False) -> str:
+    """Wrap a full page in a sandboxed ``<iframe srcdoc>`` so that it renders, scripts included, in Jupyter.
+
+    ``downloads`` lets the page's own export buttons save files (``allow-downloads``); nothing else is allowed.
+    """
+    sandbox = "allow-scripts allow-downloads" if downloads else "allow-scripts"
     return (
-        f'<iframe srcdoc="{esc(html)}" sandbox="allow-scripts" style="width:100%;height:{int(height)}px;'
+        f'<iframe srcdoc="{esc(html)}" sandbox="{sandbox}" style="width:100%;height:{int(height)}px;'
         f'border:1px solid #ddd" title="{esc(title)}"></iframe>'
     )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from attrflow.analysis.faithfulness.report import FaithfulnessReport
     from attrflow.analysis.tree import AttributionTree
+    from attrflow.methods.mixing import ContextMixing
     from attrflow.results import AttentionAttribution, TokenScores
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "plot_faithfulness",
     "plot_head_scores",
     "plot_heatmap",
+    "plot_mixing",
     "plot_token_scores",
     "plot_tree",
     "save_figure",
@@ -103,6 +105,35 @@ def plot_heatmap(
     axes.set_xlabel("key token (attended to)")
     axes.set_ylabel("query token (attends)")
     axes.set_title(f"{kind}, layer {model_layer}, {which}")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return figure
+
+
+def plot_mixing(mixing: ContextMixing, *, layer: int | None = None, ax: Axes | None = None) -> Figure:
+    """Heatmap of a context-mixing result: its aggregation over the held layers (default) or one held layer's matrix.
+
+    Args:
+        mixing: the result of :func:`attrflow.context_mixing`.
+        layer: a model layer held by the result (negatives count from the top held layer), or None for the
+            aggregation (``mixing.rollout()``).
+        ax: draw here instead of on a new figure.
+    """
+    if layer is None:
+        values, what = mixing.rollout(), f"aggregated over layers {mixing.layers[0]}–{mixing.layers[-1]}"
+    else:
+        held = list(mixing.layers)
+        index = layer if layer < 0 else (held.index(layer) if layer in held else len(held))
+        if not -len(held) <= index < len(held):
+            raise InvalidInputError(f"layer {layer} is not held by this result (layers {held})")
+        values, what = mixing.matrices[index], f"layer {held[index]}"
+    n = len(mixing.tokens)
+    figure, axes = _axes(ax, (_size(n), _size(n)))
+    image = axes.imshow(values.detach().to("cpu", torch.float32).numpy(), cmap="Reds", vmin=0.0)
+    axes.set_xticks(range(n), labels=list(mixing.tokens), rotation=90, fontsize=8)
+    axes.set_yticks(range(n), labels=list(mixing.tokens), fontsize=8)
+    axes.set_xlabel("input token j")
+    axes.set_ylabel("output token i")
+    axes.set_title(f"{mixing.method}, {what}")
     figure.colorbar(image, ax=axes, shrink=0.8)
     return figure
 
