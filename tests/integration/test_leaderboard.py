@@ -26,6 +26,7 @@ SENTENCES = [
     ("a film and a movie is", 1, 1, [], [1, 4]),
     ("the plot was not very good but fun", 0, 1, [], [1]),
     ("i film it", 1, 1, [], [1, 2]),
+    ("the plot and the movie was", 0, 4, [], [1, 4]),  # the subject is not the first noun
 ]
 FAST = {"steps": 2, "rule": "gauss-legendre"}
 METHODS = ["attention", "rollout", "attattr", "gradient_x_input"]
@@ -113,9 +114,9 @@ def test_subject_top_rate_and_attractor_share_follow_the_scores(board):
     attractors = board.examples["attractors"]
     assert attractors.tolist() == [len(a) for _, _, _, a, _ in SENTENCES]
     top = board.values["subject_top_rate"]["position"]
-    # position scores grow with the position: the subject (word 1) never outranks the later nouns; sentences
+    # position scores fall with the position: the subject outranks the later nouns, not an earlier one; sentences
     # without another noun have nothing to outrank (NaN)
-    expected = [0.0, math.nan, 0.0, 0.0, math.nan, 0.0]
+    expected = [1.0, math.nan, 1.0, 1.0, math.nan, 1.0, 0.0]
     np.testing.assert_array_equal(np.isnan(top), np.isnan(expected))
     np.testing.assert_array_equal(top[~np.isnan(top)], np.array(expected)[~np.isnan(expected)])
     share = board.values["attractor_share"]["position"]

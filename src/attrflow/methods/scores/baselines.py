@@ -1,8 +1,9 @@
 """The two floors every explanation method must beat: seeded random scores and token position.
 
 Neither reads the model. A method that does no better than ``random`` on a faithfulness metric carries no
-information the metric can see; one that does no better than ``position`` has learnt where tokens sit, not what
-they do (in the verb-agreement task the attractors sit closest to the verb). Both are evaluated by the leaderboard
+information the metric can see; one that does no better than ``position`` knows where tokens sit, not what they do
+(in the verb-agreement sentences the subject is usually the first noun, so "earlier is more important" is a strong
+floor for the ground truth; ``direction="last-first"`` gives the recency baseline). Both are evaluated by the leaderboard
 like every other method and are left out of the defaults of ``explain`` and ``evaluate`` (``baseline = True``).
 """
 
@@ -58,18 +59,19 @@ class PositionScores(Method):
     """Scores that follow the token's position."""
 
     name = "position"
-    description = "baseline: the token's position, the last token highest (or the first, by option)"
+    description = "baseline: the token's position, the first token highest (or the last, by option)"
     paper = "a position baseline: what a method scores if it only knows where tokens sit"
     cost = "none (no forward pass)"
     baseline = True
     reads_output = False
 
     def validate(self, **options: Any) -> None:
-        """direction: ``"last-first"`` or ``"first-first"``."""
-        check_choice("direction", options.get("direction", "last-first"), Direction)
+        """direction: ``"first-first"`` or ``"last-first"``."""
+        check_choice("direction", options.get("direction", "first-first"), Direction)
 
-    def compute(self, context: ExplainContext, *, direction: Direction = "last-first") -> TokenScores:
-        """Scores ``[n]``: ``j / (n − 1)`` (``"last-first"``, recency) or ``1 − j / (n − 1)`` (``"first-first"``)."""
+    def compute(self, context: ExplainContext, *, direction: Direction = "first-first") -> TokenScores:
+        """Scores ``[n]``: ``1 − j / (n − 1)`` (``"first-first"``: earlier tokens first) or ``j / (n − 1)``
+        (``"last-first"``, recency)."""
         check_choice("direction", direction, Direction)
         n = context.n
         if n < 1:
