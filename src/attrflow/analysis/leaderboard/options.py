@@ -9,6 +9,7 @@ from typing import Any
 
 from attrflow.analysis.faithfulness.metrics import DEFAULT_BINS, Removal
 from attrflow.analysis.faithfulness.naopc import DEFAULT_BEAM_WIDTH, DEFAULT_EXACT_MAX
+from attrflow.errors import InvalidInputError
 from attrflow.methods.registry import get_method
 from attrflow.validation import TargetRule
 
@@ -145,6 +146,14 @@ class LeaderboardOptions:
     random_draws: int = 5
     seed: int = 0
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        missing = [r for r in REFERENCES.values() if r not in self.methods]
+        if missing:
+            raise InvalidInputError(
+                f"the leaderboard's methods must include its references {', '.join(missing)} (the Spearman metrics "
+                "compare every method with them); attrflow.leaderboard adds them for you"
+            )
 
     def options_for(self, name: str) -> dict[str, Any]:
         """The options one method runs with: the shared ones it has, then its own (``seed`` reaches ``random``)."""
