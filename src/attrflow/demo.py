@@ -51,7 +51,7 @@ def _explanation_page(model_name: str, text: str, out: Path, name: str) -> DemoE
     return DemoEntry(model_name, text, path, summary)
 
 
-def _faithfulness_page(out: Path) -> DemoEntry:
+def _faithfulness_page(out: Path, progress: bool = False) -> DemoEntry:
     """Abnar & Zuidema's protocol on a small sample: raw attention, rollout, flow and AttAttr against blank-out."""
     from attrflow import load_dataset
     from attrflow.analysis.faithfulness import QUICK_METHODS, faithfulness
@@ -61,7 +61,12 @@ def _faithfulness_page(out: Path) -> DemoEntry:
 
     test = load_dataset("agreement", split="test")
     report = faithfulness(
-        "agreement", test, methods=(*QUICK_METHODS, "attattr"), examples=16, steps=4, run=RunOptions(progress=False)
+        "agreement",
+        test,
+        methods=(*QUICK_METHODS, "attattr"),
+        examples=16,
+        steps=4,
+        run=RunOptions(progress=progress),
     )
     path = write_page(render_faithfulness_page(report, back=("index.html", "attrflow demo")), out / "faithfulness.html")
     aopc = report.aopc_frame()["comprehensiveness"]
@@ -70,7 +75,7 @@ def _faithfulness_page(out: Path) -> DemoEntry:
     return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, summary)
 
 
-def _leaderboard_page(out: Path) -> DemoEntry:
+def _leaderboard_page(out: Path, progress: bool = False) -> DemoEntry:
     """A small leaderboard: fast methods and the two baselines on 16 agreement sentences, every metric."""
     from attrflow import load_dataset
     from attrflow.analysis.faithfulness import QUICK_METHODS
@@ -91,7 +96,7 @@ def _leaderboard_page(out: Path) -> DemoEntry:
         sanity_depths="full",
         timing_examples=2,
         steps=4,
-        run=RunOptions(progress=False),
+        run=RunOptions(progress=progress),
     )
     data = board.to_dict()
     page = render_leaderboard_page(
@@ -104,7 +109,7 @@ def _leaderboard_page(out: Path) -> DemoEntry:
     return DemoEntry("leaderboard", "every method and two baselines, one protocol (16 sentences)", path, summary)
 
 
-def _heads_page(out: Path) -> DemoEntry:
+def _heads_page(out: Path, progress: bool = False) -> DemoEntry:
     """Head importance (AttAttr, Taylor, attention, random) and pruning curves on a small, label-mixed sample."""
     from attrflow import load_dataset
     from attrflow.analysis.heads import heads_demo
@@ -112,7 +117,7 @@ def _heads_page(out: Path) -> DemoEntry:
     # the built-in splits are sorted by label: take evenly spread examples so both labels occur
     validation = load_dataset("tweets-sentiment", split="validation")
     test = load_dataset("tweets-sentiment", split="test")
-    analysis = heads_demo("sentiment", validation[::144], test[::14], examples=16, eval_examples=160)
+    analysis = heads_demo("sentiment", validation[::144], test[::14], examples=16, eval_examples=160, progress=progress)
     path = out / "heads.html"
     title = "attrflow — head importance and pruning (sentiment, small sample)"
     analysis.to_html(path, title=title, back=("index.html", "attrflow demo"))
@@ -120,7 +125,7 @@ def _heads_page(out: Path) -> DemoEntry:
     return DemoEntry("heads", "head importance and pruning curves (16 tweets, accuracy on 160)", path, summary)
 
 
-def _attack_page(out: Path) -> DemoEntry:
+def _attack_page(out: Path, progress: bool = False) -> DemoEntry:
     """Hao et al.'s trigger attack on a small sample, next to the random-token control."""
     from attrflow import load_dataset
     from attrflow.analysis.triggers import trigger_attack
@@ -129,7 +134,7 @@ def _attack_page(out: Path) -> DemoEntry:
     test = load_dataset("tweets-sentiment", split="test")
     # the built-in splits are sorted by label: both samples are seeded random draws (the default)
     patterns, report = trigger_attack(
-        "sentiment", train, test, mine_examples=40, eval_examples=200, top=1, control_seeds=3
+        "sentiment", train, test, mine_examples=40, eval_examples=200, top=1, control_seeds=3, progress=progress
     )
     path = out / "attack.html"
     report.to_html(path, back=("index.html", "attrflow demo"))
@@ -153,8 +158,11 @@ def _agreement_sentence() -> str:
     return str(test[0].text)
 
 
-def run_demo(out_dir: str | Path = "attrflow-demo", *, say: Callable[[str], None] = logger.info) -> list[DemoEntry]:
-    """Write the demo reports and ``index.html`` into ``out_dir``; ``say`` receives progress lines.
+def run_demo(
+    out_dir: str | Path = "attrflow-demo", *, say: Callable[[str], None] = logger.info, progress: bool = False
+) -> list[DemoEntry]:
+    """Write the demo reports and ``index.html`` into ``out_dir``; ``say`` receives a line per step, and with
+    ``progress`` the long steps (faithfulness, heads, trigger) show progress bars on stderr.
 
     Returns:
         The pages written, in the order of the index.
@@ -168,10 +176,12 @@ def run_demo(out_dir: str | Path = "attrflow-demo", *, say: Callable[[str], None
     jobs.append(
         ("agreement sentence", lambda: _explanation_page("agreement", _agreement_sentence(), out, "agreement-1"))
     )
-    jobs.append(("faithfulness: 16 agreement sentences", functools.partial(_faithfulness_page, out)))
-    jobs.append(("leaderboard: 16 agreement sentences", functools.partial(_leaderboard_page, out)))
-    jobs.append(("head importance and pruning: 16 tweets, accuracy on 160", functools.partial(_heads_page, out)))
-    jobs.append(("adversarial trigger: mine 40 tweets, attack 200", functools.partial(_attack_page, out)))
+    jobs.append(("faithfulness: 16 agreement sentences", functools.partial(_faithfulness_page, out, progress)))
+    jobs.append(("leaderboard: 16 agreement sentences", functools.partial(_leaderboard_page, out, progress)))
+    jobs.append(
+        ("head importance and pruning: 16 tweets, accuracy on 160", functools.partial(_heads_page, out, progress))
+    )
+    jobs.append(("adversarial trigger: mine 40 tweets, attack 200", functools.partial(_attack_page, out, progress)))
     entries = []
     start = time.perf_counter()
     for k, (what, job) in enumerate(jobs, 1):

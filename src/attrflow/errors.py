@@ -10,6 +10,7 @@ __all__ = [
     "AttrflowError",
     "InvalidInputError",
     "MissingDependencyError",
+    "NonFiniteError",
     "ResultFormatError",
     "RunLockedError",
     "RunMismatchError",
@@ -31,6 +32,14 @@ class UnsupportedModelError(AttrflowError):
 
 class MissingDependencyError(AttrflowError, ImportError):
     """An optional dependency is needed for this feature; the message names the extra to install."""
+
+
+class NonFiniteError(AttrflowError, ArithmeticError):
+    """A model's output or a method's result holds NaN or infinite values, so no answer can be trusted.
+
+    The message says where the values appeared (the output row, the layer, the input tokens whose embeddings are
+    not finite) and what to check; attrflow never explains an output it cannot compute.
+    """
 
 
 class ResultFormatError(AttrflowError):

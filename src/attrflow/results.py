@@ -83,6 +83,8 @@ class TokenScores:
         completeness_gap: the quadrature error of integral methods (``Σ scores − (F(x) − F(baseline))``), else None.
         diagnostics: further numbers the method reports about its own trustworthiness (e.g. gradient cancellation).
         settings: the options used (and the model's name).
+        bounds: float32 ``[2, *scores.shape]``: certified lower (``[0]``) and upper (``[1]``) bounds on each score,
+            for methods that bound a value they do not compute exactly (``flow_bounds``); else None.
     """
 
     method: str
@@ -101,6 +103,7 @@ class TokenScores:
     completeness_gap: float | None = None
     diagnostics: Mapping[str, float] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    bounds: torch.Tensor | None = None
 
     kind = "TokenScores"
 
@@ -134,6 +137,13 @@ class TokenScores:
             if matrices.dim() != 3 or matrices.shape[1:] != (n, n):
                 raise InvalidInputError(f"matrices must be [layers, {n}, {n}], got {tuple(matrices.shape)}")
             object.__setattr__(self, "matrices", matrices)
+        if self.bounds is not None:
+            bounds = _floats(self.bounds)
+            if bounds.shape != (2, *scores.shape):
+                raise InvalidInputError(
+                    f"bounds must be [2, {', '.join(map(str, scores.shape))}], got {tuple(bounds.shape)}"
+                )
+            object.__setattr__(self, "bounds", bounds)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -267,6 +277,8 @@ class TokenScores:
         tensors = {"scores": self.scores}
         if self.matrices is not None:
             tensors["matrices"] = self.matrices
+        if self.bounds is not None:
+            tensors["bounds"] = self.bounds
         return meta, tensors
 
     @classmethod
@@ -296,6 +308,7 @@ class TokenScores:
             completeness_gap=optional("completeness_gap", (int, float)),  # type: ignore[arg-type]
             diagnostics={str(k): float(v) for k, v in dict(meta.get("diagnostics", {})).items()},
             settings=dict(meta.get("settings", {})),
+            bounds=tensors.get("bounds"),
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -7,9 +7,12 @@ got and what it accepts. Nothing here knows about models; :meth:`attrflow.Model.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import unicodedata
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -31,9 +34,12 @@ __all__ = [
     "check_fraction",
     "check_int",
     "check_optional_int",
+    "option_hint",
+    "option_spelling",
     "resolve_index",
     "resolve_layers",
     "target_rule",
+    "visible_text",
 ]
 
 HeadFusion = Literal["mean", "max", "min"]
@@ -146,10 +152,54 @@ def target_rule(value: object) -> TargetRule:
     """A dataset-level target rule; ``"gold"`` (the old name in heads) is read as ``"label"`` with a warning."""
     if value == "gold":
         warnings.warn(
-            "target='gold' is now spelled target='label' (the same words everywhere); 'gold' stops working in "
-            "the next release",
+            f"{option_hint('target', repr('gold'), cli='gold')} is now spelled "
+            f"{option_hint('target', repr('label'), cli='label')} (the same words everywhere); 'gold' stops working "
+            "in the next release",
             DeprecationWarning,
             stacklevel=3,
         )
         return "label"
-    return check_choice("target", value, TargetRule)
+    rule: TargetRule = check_choice("target", value, TargetRule)
+    return rule
+
+
+# how the caller spells options: None (Python keywords) or, inside the CLI, keyword -> command-line option
+_SPELLING: ContextVar[Mapping[str, str] | None] = ContextVar("attrflow_option_spelling", default=None)
+
+
+def option_hint(keyword: str, value: str, *, cli: str | None = None) -> str:
+    """How to pass an option, in the words of whoever called attrflow: ``label=NAME`` from Python, ``--label-column
+    NAME`` from the command line. Error messages name options through this, so that a hint is never a keyword
+    the user cannot type.
+
+    Args:
+        keyword: the Python keyword (``"label"``).
+        value: its value as Python code (``"NAME"``, ``"None"``, ``"[...]"``).
+        cli: the value as typed on the command line, when it differs (``"A,B"`` for a list).
+    """
+    spelling = _SPELLING.get()
+    if spelling is not None and keyword in spelling:
+        return f"{spelling[keyword]} {value if cli is None else cli}".strip()
+    return f"{keyword}={value}"
+
+
+@contextlib.contextmanager
+def option_spelling(spelling: Mapping[str, str]) -> Iterator[None]:
+    """Inside the block, :func:`option_hint` spells ``keyword`` as ``spelling[keyword]`` (the CLI sets its options)."""
+    outer = _SPELLING.get() or {}
+    token = _SPELLING.set({**outer, **spelling})
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
+
+
+# Unicode categories without visible content: controls, format characters (zero-width space and joiners, BOM,
+# direction marks), separators
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def visible_text(text: str) -> str:
+    """``text`` without whitespace, zero-width, format and control characters: what carries content. A text for
+    which this is empty is empty, whatever its length."""
+    return "".join(ch for ch in text if unicodedata.category(ch) not in _INVISIBLE and not ch.isspace())

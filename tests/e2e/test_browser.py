@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import io
 import json
@@ -380,3 +381,40 @@ def test_recorded_attention_page_works(tmp_path):
     finally:
         browser.close()
     assert found == {"kinds": ["attention"], "changed": True, "head": "3", "images": 0}
+
+
+def test_the_heatmap_opens_on_a_layer_with_more_than_one_row(tmp_path):
+    """The top layer of a [CLS] classifier's attribution holds the [CLS] row only (nothing else reaches the output):
+    the heatmap opens on the highest layer where more rows carry something, and says why when it shows one row."""
+    executable = chromium_or_skip()
+    result = long_result()
+    attributions = result.attributions.clone()
+    attributions[-1, :, 1:, :] = 0.0  # layer 11: only the [CLS] query row
+    attributions[-2, :, 2:, :] = 0.0  # layer 10: [CLS] and one more row
+    one_row = dataclasses.replace(result, attributions=attributions)
+    report = tmp_path / "report.html"
+    one_row.to_html(report)
+    browser = Chromium(executable, tmp_path / "profile")
+    try:
+        browser.open(report.as_uri())
+        found = browser.evaluate(
+            """(() => {
+                const canvas = document.getElementById("hm-canvas");
+                const first = {kind: canvas.dataset.kind, layer: canvas.dataset.layer,
+                               caption: document.getElementById("hm-caption").textContent};
+                const layer = document.getElementById("hm-layer");
+                layer.value = String(layer.options.length - 1);
+                layer.dispatchEvent(new Event("change"));
+                return {first: first, top: {layer: canvas.dataset.layer,
+                        caption: document.getElementById("hm-caption").textContent}};
+            })()"""
+        )
+        assert browser.errors() == []
+    finally:
+        browser.close()
+    assert found["first"]["kind"] == "attribution" and found["first"]["layer"] == "10"
+    assert "Only the row" not in found["first"]["caption"]
+    assert found["top"]["layer"] == "11"
+    assert (
+        "Only the row of \u201c[CLS]\u201d is non-zero: the prediction reads this position" in found["top"]["caption"]
+    )

@@ -111,7 +111,7 @@ def test_every_method_gives_the_same_numbers_inside_a_padded_batch(name, llama):
 
 
 def test_options_are_checked_before_any_work(bert):
-    with pytest.raises(InvalidInputError, match="no option 'steps'; its options: head_fusion, layers"):
+    with pytest.raises(InvalidInputError, match="no option 'steps'; its options: exclude, head_fusion, layers"):
         attrflow.token_scores(bert, TEXT, "rollout", steps=3)
     with pytest.raises(InvalidInputError, match="residual must be True or False"):
         attrflow.token_scores(bert, TEXT, "rollout", residual="no")

@@ -236,7 +236,7 @@ def test_error_unknown_label_names_line(tmp_path):
     with pytest.raises(InvalidInputError, match=r"r\.tsv, line 4: unknown label 'postive'"):
         load_dataset(path, label_names=["negative", "positive"])
     mixed = _write(tmp_path / "m.csv", "text,label\na,neg\nb,1\n")
-    with pytest.raises(InvalidInputError, match=r"m\.csv, line 3: unknown label 1"):
+    with pytest.raises(InvalidInputError, match=r"m\.csv, line 3: label 1 is a class index"):
         load_dataset(mixed)
 
 

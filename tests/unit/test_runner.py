@@ -376,3 +376,53 @@ def test_public_names():
     assert attrflow.run_dataset is run_dataset
     assert attrflow.open_run is open_run
     assert attrflow.DatasetTask is DatasetTask
+
+
+def test_run_lock_holds_a_directory_for_a_whole_piece_of_work(tmp_path):
+    import threading
+
+    from attrflow.runner import run_lock
+
+    out = tmp_path / "run"
+    refused: list[BaseException] = []
+
+    def other_writer() -> None:  # another thread is another writer: it does not share the lock
+        try:
+            _run(out)
+        except RunLockedError as exc:
+            refused.append(exc)
+
+    with run_lock(out):
+        assert _run(out).complete  # the run inside the block shares the lock
+        (out / "after-the-run.json").write_text("{}")  # what an analysis writes after the runner: still held
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join()
+        assert refused and "another attrflow run" in str(refused[0])
+    assert _run(out).num_processed == 0  # released: the finished run resumes
+
+
+def test_a_refused_or_unused_directory_is_left_as_it_was(tmp_path):
+    from attrflow.runner import run_lock
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    for attempt in (lambda: _run(busy), lambda: _held_run(busy)):
+        with pytest.raises(ResultFormatError, match="not an attrflow run directory"):
+            attempt()
+        assert [p.name for p in busy.iterdir()] == ["notes.txt"]  # no .lock left behind
+    unused = tmp_path / "unused" / "deeper"
+    with pytest.raises(KeyError), run_lock(unused):
+        raise KeyError("the work failed before it started")
+    assert not unused.exists()  # created for nothing: removed again
+    done = tmp_path / "done"
+    _run(done)
+    assert (done / ".lock").exists()  # a run directory keeps its lock file (it is how the lock is taken)
+
+
+def _held_run(out: Path):
+    from attrflow.runner import run_lock
+
+    with run_lock(out):
+        return _run(out)

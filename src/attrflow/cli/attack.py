@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attrflow.cli._common import add_model_option, positive_int, steps_value
+from attrflow.cli._common import (
+    add_data_options,
+    add_model_option,
+    check_outputs,
+    load_data,
+    model_for_data,
+    positive_int,
+    steps_value,
+)
 from attrflow.cli._run_options import add_run_arguments, run_options_value
 
 if TYPE_CHECKING:
+    from attrflow.data import Dataset
+    from attrflow.models import Model
     from attrflow.validation import Selection
 
 # the values of attrflow.validation.Selection, spelled out so that building the parser imports little
@@ -34,13 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "example of another split at the same relative positions, and compare the accuracy per gold label with "
         "the clean inputs and with random tokens at the same positions.",
     )
-    add_model_option(parser)
-    parser.add_argument(
-        "--data",
-        required=True,
-        metavar="NAME_OR_PATH",
-        help="a built-in dataset ('tweets-sentiment', 'agreement'), a labelled CSV/TSV/JSONL file or a directory",
-    )
+    add_model_option(parser, dataset=True)
+    add_data_options(parser)
     _add_mining_arguments(parser)
     parser.add_argument("--eval-split", default="test", help="split to attack (default: test)")
     parser.add_argument(
@@ -125,17 +129,33 @@ def _add_mining_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow attack``."""
-    from attrflow.analysis.triggers import attack, mine_patterns
-    from attrflow.data import load_dataset  # type: ignore[attr-defined, unused-ignore]
-    from attrflow.errors import MissingDependencyError
     from attrflow.models import load_model
+    from attrflow.runner import run_lock
 
+    check_outputs(args, directories=("out",))
     mine_selection = _selection(args.mine_selection, args.mine_sample, "--mine-sample", "--mine-selection")
     eval_selection = _selection(args.eval_selection, args.eval_sample, "--eval-sample", "--eval-selection")
     out = Path(args.out)
-    model = load_model(args.model, device=args.device)
-    mine_data = load_dataset(args.data, split=args.mine_split)
-    eval_data = load_dataset(args.data, split=args.eval_split)
+    with run_lock(out):
+        model = load_model(model_for_data(args.model, args.data), device=args.device)
+        mine_data = load_data(args, args.mine_split)
+        eval_data = load_data(args, args.eval_split)
+        model.check_dataset(mine_data)  # before mining: the classes must be the data's
+        return _attack(args, model, mine_data, eval_data, mine_selection, eval_selection)
+
+
+def _attack(
+    args: argparse.Namespace,
+    model: Model,
+    mine_data: Dataset,
+    eval_data: Dataset,
+    mine_selection: Selection,
+    eval_selection: Selection,
+) -> int:
+    from attrflow.analysis.triggers import attack, mine_patterns
+    from attrflow.errors import MissingDependencyError
+
+    out = Path(args.out)
     patterns = mine_patterns(
         model,
         mine_data,
@@ -207,6 +227,5 @@ def _selection(value: Selection, deprecated: Selection | None, old_flag: str, ne
     if deprecated is None:
         return value
     message = f"{old_flag} is deprecated and goes in the next release; use {new_flag} (default: random)"
-    warnings.warn(message, DeprecationWarning, stacklevel=2)
-    print(f"attrflow: warning: {message}", file=sys.stderr)
+    warnings.warn(message, DeprecationWarning, stacklevel=2)  # the command line prints it as one line
     return deprecated

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from attrflow.cli._common import check_outputs
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``demo`` subcommand."""
     parser = subparsers.add_parser(
         "demo",
@@ -15,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "index.html. Offline; a few minutes on two CPU cores.",
     )
     parser.add_argument("--out", default="attrflow-demo", metavar="DIR", help="output folder (default: attrflow-demo)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars in the long steps")
     parser.set_defaults(func=run)
 
 
@@ -22,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``attrflow demo``."""
     from attrflow.demo import run_demo
 
-    entries = run_demo(args.out, say=lambda line: print(line, flush=True))
+    check_outputs(args, directories=("out",))
+    entries = run_demo(args.out, say=lambda line: print(line, flush=True), progress=not args.no_progress)
     for entry in entries:
         print(f"  {entry.path}  {entry.summary}")
     return 0

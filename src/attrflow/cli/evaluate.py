@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from attrflow.cli._common import add_attribution_options, add_model_option, positive_int, steps_value
+from attrflow.cli._common import (
+    add_attribution_options,
+    add_data_options,
+    add_list_option,
+    add_model_option,
+    add_target_option,
+    check_outputs,
+    load_data,
+    method_names,
+    model_for_data,
+    positive_int,
+    split_list,
+    steps_value,
+)
 from attrflow.cli._run_options import add_run_arguments, run_options
+from attrflow.errors import InvalidInputError
 
 
-def _names(values: list[str] | None) -> list[str] | None:
-    """``--methods a,b c`` → ``[a, b, c]`` (commas and spaces both separate); None or ``all`` → None."""
-    if not values:
-        return None
-    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    return None if names == ["all"] else names
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``evaluate`` subcommand."""
     from attrflow.analysis.faithfulness import DEFAULT_BINS, REFERENCES
     from attrflow.validation import REDUCTIONS
@@ -31,13 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "DIR/faithfulness.html; the per-example records go to the resumable run directory DIR/run (run the same "
         "command again to continue). `attrflow methods` lists the methods.",
     )
-    add_model_option(parser)
-    parser.add_argument(
-        "--data",
-        required=True,
-        metavar="NAME_OR_FILE",
-        help="built-in dataset ('agreement', 'tweets-sentiment') or a labelled CSV/TSV/JSONL file or GLUE folder",
-    )
+    add_model_option(parser, dataset=True)
+    add_data_options(parser)
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument(
         "--examples", type=positive_int, default=None, metavar="N", help="N examples drawn with --seed (default: all)"
@@ -49,18 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --examples: a seeded random draw (default; the built-in splits are sorted by label) or the first N",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random selection (default: 0)")
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--methods",
-        nargs="+",
         default=None,
-        metavar="M[,M...]",
-        help="registered methods to evaluate, comma-separated (default: all that apply; `attrflow methods` lists them)",
+        help="registered methods to evaluate, commas or spaces (default: all that apply; `attrflow methods` lists them)",
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--references",
-        nargs="+",
         default=list(REFERENCES),
-        metavar="REF[,REF...]",
+        metavar="REF",
         help=f"ground truths of the Spearman tables, single-vector methods (default: {','.join(REFERENCES)}; the "
         "paper's summed 'gradient' is rounding noise for LayerNorm models)",
     )
@@ -71,12 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="attention row to read: cls = the explained position's row (paper), or max/mean over rows "
         "(the official SST-2 script uses max)",
     )
-    parser.add_argument(
-        "--target",
-        choices=("label", "predicted", "gold"),
-        default="label",
-        help="class whose probability is explained: the gold label (paper) or the prediction ('gold' = 'label')",
-    )
+    add_target_option(parser, about="whose probability is explained (the paper: the gold label)")
     parser.add_argument(
         "--exclude-special",
         action="store_true",
@@ -100,13 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="delete",
         help="how AOPC removes tokens (default: delete, as ERASER)",
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--bins",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_BINS),
+        default=[str(b) for b in DEFAULT_BINS],
         metavar="K",
-        help="AOPC fractions of tokens (default: 0.1 0.2 ... 1.0)",
+        help="AOPC fractions of tokens, commas or spaces (default: 0.1 0.2 ... 1.0)",
     )
     add_attribution_options(parser)
     parser.add_argument(
@@ -133,56 +127,64 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from attrflow.analysis.faithfulness import faithfulness
-    from attrflow.data import load_dataset
     from attrflow.errors import MissingDependencyError
-    from attrflow.runner import RunOptions
+    from attrflow.methods.registry import get_method
+    from attrflow.runner import RunOptions, run_lock
 
+    check_outputs(args, directories=("out",))
+    methods = method_names(args.methods)
+    references = method_names(args.references) or ["blankout", "gradient_l2"]
+    bins = _numbers("--bins", args.bins)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dataset = load_dataset(args.data, split=args.split)
     out = Path(args.out)
-    options = run_options(args)
-    options["out_dir"] = out / "run"
-    options["examples_per_batch"] = options.pop("batch_size")
-    method_options = {"integrated_gradients": {"steps": args.ig_steps}} if args.ig_steps is not None else None
-    shared = {"steps": args.steps, "rule": args.rule, "reduction": args.reduction, "replacement": args.replacement}
-    if args.batch_size is not None:
-        shared["batch_size"] = args.batch_size
-    methods = _names(args.methods)
-    references = _names(args.references) or ["blankout", "gradient_l2"]
-    from attrflow.methods.registry import get_method
-
-    chosen = [get_method(m) for m in (methods or [])] or None
-    if chosen is not None:
-        # keep only the shared options some chosen method (or reference) has: --reduction is the attention methods'
-        accepted = {k for m in chosen + [get_method(r) for r in references] for k in m.options()}
-        shared = {k: v for k, v in shared.items() if k in accepted}
-    report = faithfulness(
-        args.model,
-        dataset,
-        methods=methods,
-        references=references,
-        examples=args.examples,
-        selection=args.selection,
-        seed=args.seed,
-        target=args.target,
-        bins=args.bins,
-        removal=args.removal,
-        exclude_special=args.exclude_special,
-        nan_policy=args.nan_policy,
-        method_options=method_options,
-        run=RunOptions(**options),
-        device=args.device,
-        **shared,
-    )
-    figures = not args.no_figures
-    if figures:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print(MissingDependencyError("figures need matplotlib: pip install 'attrflow[viz]' (or --no-figures)"))
-            figures = False
-    report.export(out, figures=figures)
+    with run_lock(out):
+        dataset = load_data(args, args.split)
+        options = run_options(args)
+        options["out_dir"] = out / "run"
+        options["examples_per_batch"] = options.pop("batch_size")
+        method_options = {"integrated_gradients": {"steps": args.ig_steps}} if args.ig_steps is not None else None
+        shared = {"steps": args.steps, "rule": args.rule, "reduction": args.reduction, "replacement": args.replacement}
+        if args.batch_size is not None:
+            shared["batch_size"] = args.batch_size
+        chosen = [get_method(m) for m in (methods or [])] or None
+        if chosen is not None:
+            # keep only the shared options some chosen method (or reference) has: --reduction is the attention methods'
+            accepted = {k for m in chosen + [get_method(r) for r in references] for k in m.options()}
+            shared = {k: v for k, v in shared.items() if k in accepted}
+        report = faithfulness(
+            model_for_data(args.model, args.data),
+            dataset,
+            methods=methods,
+            references=references,
+            examples=args.examples,
+            selection=args.selection,
+            seed=args.seed,
+            target=args.target,
+            bins=bins,
+            removal=args.removal,
+            exclude_special=args.exclude_special,
+            nan_policy=args.nan_policy,
+            method_options=method_options,
+            run=RunOptions(**options),
+            device=args.device,
+            **shared,
+        )
+        figures = not args.no_figures
+        if figures:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                print(MissingDependencyError("figures need matplotlib: pip install 'attrflow[viz]' (or --no-figures)"))
+                figures = False
+        report.export(out, figures=figures)
     print(report.summary())
     print(f"\nwrote {out / 'faithfulness.json'}, {out / 'faithfulness.html'} and the tables as CSV in {out}")
     return 0
+
+
+def _numbers(option: str, values: list[str]) -> list[float]:
+    try:
+        return [float(v) for v in split_list(values)]
+    except ValueError:
+        raise InvalidInputError(f"{option} takes numbers, got {' '.join(values)!r}") from None

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from attrflow.cli._common import add_attribution_options, add_model_option, positive_int
+from attrflow.cli._common import (
+    STDOUT,
+    add_attribution_options,
+    add_list_option,
+    add_model_option,
+    check_outputs,
+    method_names,
+    positive_int,
+)
+from attrflow.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from attrflow.analysis.explanation import Explanation
+    from attrflow.models import Model
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``explain`` subcommand."""
     parser = subparsers.add_parser(
         "explain",
@@ -20,23 +38,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pair", default=None, metavar="TEXT", help="second segment for sentence-pair models")
     add_model_option(parser)
     parser.add_argument(
-        "--target", type=int, default=None, help="class (or token id) to explain; default: the prediction"
+        "--target",
+        default=None,
+        metavar="CLASS",
+        help="output to explain: a class index or name (a token id or token for language models); default: the "
+        "prediction",
     )
     add_attribution_options(parser)
     parser.add_argument("--top", type=positive_int, default=10, help="how many interactions to list (default: 10)")
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--methods",
         default=None,
-        metavar="M[,M...]",
-        help="registered methods to run, comma-separated (`attrflow methods` lists them; default: attattr, "
-        "attention, rollout, flow)",
+        help="registered methods to run, commas or spaces (`attrflow methods` lists them; default: attattr, "
+        "attention, rollout, flow); put the text before this option",
     )
     parser.add_argument("--out", default=None, metavar="FILE.html", help="write the self-contained HTML report")
     parser.add_argument(
         "--json",
         default=None,
         metavar="FILE",
-        help="write every method's scores (and the full attribution, when attattr ran) as JSON",
+        help="write every method's scores (and the full attribution, when attattr ran) as JSON; '-' writes it to "
+        "standard output (the summary then goes to standard error)",
     )
     parser.add_argument("--save", default=None, metavar="FILE", help="write the result as .safetensors (reloadable)")
     parser.set_defaults(func=run)
@@ -46,51 +69,85 @@ def run(args: argparse.Namespace) -> int:
     """Run ``attrflow explain``."""
     import attrflow
     from attrflow.analysis.explanation import default_methods, explain
-    from attrflow.methods.registry import get_method
     from attrflow.results import AttentionAttribution
 
-    methods = [get_method(m).name for m in (args.methods or ",".join(default_methods())).split(",") if m.strip()]
+    check_outputs(args, files=("out", "json", "save"))
+    methods = method_names(args.methods) or list(default_methods())
     if args.save and "attattr" not in methods:
         raise attrflow.InvalidInputError("--save writes the attribution: include attattr in --methods")
     model = attrflow.load_model(args.model, device=args.device)
     inputs = args.text if args.pair is None else (args.text, args.pair)
-    explanation = explain(model, inputs, methods=methods, target=args.target, steps=args.steps, rule=args.rule)
+    target = target_value(model, args.target)
+    explanation = explain(model, inputs, methods=methods, target=target, steps=args.steps, rule=args.rule)
+    to_stdout = args.json == STDOUT
+    say = functools.partial(print, file=sys.stderr if to_stdout else sys.stdout)
+    _summary(say, model, explanation, args.top)
     result = explanation.result
-    print(
-        f"model:      {model.name} ({type(model.model).__name__}, {model.num_layers} layers x {model.num_heads} heads)"
-    )
-    if model.is_encoder_decoder:
-        print(
-            f"layers:     the encoder's self-attention ({model.site_names[0]} ...); the decoder's "
-            f"{len(model.other_sites)} self-/cross-attention calls run unchanged and are not explained"
-        )
-    print(f"tokens:     {' '.join(result.tokens)}")
-    if isinstance(result, AttentionAttribution):
-        predicted = model.label_name(result.predicted) or str(result.predicted)
-        target = result.target_label or str(result.target)
-        print(f"prediction: {predicted}   explained: {target} (p = {result.probability:.4f})")
-        gap = float(result.completeness_gap.abs().max())
-        rule, steps = result.settings["rule"], result.settings["steps"]
-        print(f"method:     AttAttr, {rule} with {steps} points; max |completeness gap| = {gap:.2e}")
-        print()
-        table = result.top_interactions(args.top)
-        print(f"strongest interactions (query token attends to key token; score = attribution to p({target})):")
-        columns = ["layer", "head", "from_token", "to_token", "score"]
-        print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    else:
-        print(f"prediction: {result.predicted_label or result.predicted} (p = {result.probability:.4f})")
-    width = max((len(name) for name in explanation.scores), default=9) + 2
-    for name, scores in explanation.scores.items():
-        print(f"{name + ':':{width}s} " + ", ".join(f"{token} {score:.3g}" for _, token, score in scores.top(5)))
     if args.out:
-        print(f"\nreport:     {explanation.write(args.out)}")
+        say(f"\nreport:     {explanation.write(args.out)}")
     if args.json:
-        from attrflow.storage import atomic_write_json
-
         data = explanation.to_dict()
         if isinstance(result, AttentionAttribution):
             data["attribution"] = result.to_dict()
-        print(f"wrote {atomic_write_json(args.json, data, indent=None)}")
+        if to_stdout:
+            json.dump(data, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            from attrflow.storage import atomic_write_json
+
+            say(f"wrote {atomic_write_json(args.json, data, indent=None)}")
     if args.save and isinstance(result, AttentionAttribution):
-        print(f"wrote {result.save(args.save)}")
+        say(f"wrote {result.save(args.save)}")
     return 0
+
+
+def target_value(model: Model, text: str | None) -> int | None:
+    """``--target``: a class index or name (a token id or a single token for language models)."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if model.task == "causal-lm" and model.tokenizer is not None:
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            return int(ids[0])
+        raise InvalidInputError(f"--target {text!r} is {len(ids)} tokens; give one token or a token id")
+    names = {str(model.label_name(i)).lower(): i for i in range(model.num_outputs) if model.label_name(i)}
+    if text.lower() in names:
+        return names[text.lower()]
+    known = ", ".join(f"{i} ({model.label_name(i)})" for i in range(model.num_outputs))
+    raise InvalidInputError(f"--target {text!r} is not a class of this model; its classes are {known}")
+
+
+def _summary(say: Callable[..., None], model: Model, explanation: Explanation, top: int) -> None:
+    """The human-readable lines: model, tokens, prediction, strongest interactions, each method's top tokens."""
+    from attrflow.results import AttentionAttribution
+
+    result = explanation.result
+    architecture = type(model.model).__name__
+    say(f"model:      {model.name} ({architecture}, {model.num_layers} layers x {model.num_heads} heads)")
+    if model.is_encoder_decoder:
+        say(
+            f"layers:     the encoder's self-attention ({model.site_names[0]} ...); the decoder's "
+            f"{len(model.other_sites)} self-/cross-attention calls run unchanged and are not explained"
+        )
+    say(f"tokens:     {' '.join(result.tokens)}")
+    if isinstance(result, AttentionAttribution):
+        predicted = model.label_name(result.predicted) or str(result.predicted)
+        target = result.target_label or str(result.target)
+        say(f"prediction: {predicted}   explained: {target} (p = {result.probability:.4f})")
+        gap = float(result.completeness_gap.abs().max())
+        rule, steps = result.settings["rule"], result.settings["steps"]
+        say(f"method:     AttAttr, {rule} with {steps} points; max |completeness gap| = {gap:.2e}")
+        say()
+        table = result.top_interactions(top)
+        say(f"strongest interactions (query token attends to key token; score = attribution to p({target})):")
+        columns = ["layer", "head", "from_token", "to_token", "score"]
+        say(table[columns].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    else:
+        say(f"prediction: {result.predicted_label or result.predicted} (p = {result.probability:.4f})")
+    width = max((len(name) for name in explanation.scores), default=9) + 2
+    for name, scores in explanation.scores.items():
+        say(f"{name + ':':{width}s} " + ", ".join(f"{token} {score:.3g}" for _, token, score in scores.top(5)))

@@ -19,7 +19,7 @@ def _port(text: str) -> int:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``explore`` subcommand."""
     from attrflow.explore import DEFAULT_HOST, DEFAULT_MAX_CHARS, DEFAULT_PORT
 

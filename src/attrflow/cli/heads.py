@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
 
 from attrflow.analysis.heads.rankings import check_rankings, descriptions, ranking_names
-from attrflow.cli._common import add_attribution_options, add_model_option, positive_int
+from attrflow.cli._common import (
+    add_attribution_options,
+    add_data_options,
+    add_list_option,
+    add_model_option,
+    add_target_option,
+    check_outputs,
+    model_for_data,
+    positive_int,
+    split_list,
+)
+from attrflow.cli._common import load_data as load_data_options
 from attrflow.cli._run_options import add_run_arguments, run_options_value
 from attrflow.errors import InvalidInputError
-from attrflow.validation import SELECTIONS, TARGET_RULES, target_rule
+from attrflow.validation import SELECTIONS, target_rule
 
 
 def _methods(text: str) -> list[str]:
+    """Head rankings of one ``--methods`` word (commas inside it separate too)."""
     try:
-        return list(check_rankings("--methods", text))
+        return list(check_rankings("--methods", split_list(text)))
     except InvalidInputError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (comma-separated)") from None
+        raise argparse.ArgumentTypeError(f"{exc} (commas or spaces)") from None
 
 
 def _fractions(text: str) -> list[float]:
@@ -43,13 +54,10 @@ def _formats(text: str) -> list[str]:
 
 
 def _target(value: str) -> str:
-    """``--target``, with the deprecated ``gold`` read as ``label`` (the library's warning printed to stderr)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rule = target_rule(value)
-    for warning in caught:
-        print(f"attrflow heads: {warning.message}", file=sys.stderr)
-    return rule
+    """``--target`` as a rule (``gold`` read as ``label``; the parser already did this, with a notice)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return target_rule(value)
 
 
 def _rankings_epilog() -> str:
@@ -71,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=_rankings_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_option(parser)
+    add_model_option(parser, dataset=True)
     _add_data_arguments(parser)
     _add_study_arguments(parser)
     add_attribution_options(parser)
@@ -80,9 +88,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", required=True, metavar="NAME_OR_PATH", help="built-in dataset name or a labelled CSV/TSV/JSONL file"
-    )
+    add_data_options(parser)
     parser.add_argument("--split", default="validation", help="split for the importance (default: validation)")
     parser.add_argument(
         "--eval-split", default=None, metavar="SPLIT", help="split the pruned model is evaluated on (default: --split)"
@@ -111,33 +117,27 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--methods",
         type=_methods,
-        default=list(ranking_names()),
-        metavar="M[,M...]",
-        help=f"head rankings to compare (default: {','.join(ranking_names())}; see below)",
+        default=None,
+        help=f"head rankings to compare, commas or spaces (default: {','.join(ranking_names())}; see below)",
     )
-    parser.add_argument(
-        "--target",
-        choices=(*TARGET_RULES, "gold"),
-        default="label",
-        metavar="{" + ",".join(TARGET_RULES) + "}",
-        help="class the attribution and the Taylor loss are about: the gold label (default, as the official "
-        "script) or the prediction ('gold' is the old spelling of 'label')",
-    )
+    add_target_option(parser, about="the attribution and the Taylor loss are about (the official script: label)")
     parser.add_argument(
         "--taylor-objective",
         choices=("loss", "logit-sum"),
         default="loss",
         help="Taylor: back-propagate the loss (Michel et al., default) or the sum of logits (official AttAttr repo)",
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--fractions",
         type=_fractions,
         default=None,
-        metavar="F[,F...]",
-        help="fractions of heads to prune (default: 0,0.1,...,1)",
+        metavar="F",
+        help="fractions of heads to prune, increasing, commas or spaces (default: 0,0.1,...,1)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the example samples and of the random ranking (default: 0)"
@@ -152,12 +152,13 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="rows (examples) per forward pass in the evaluation (default 64; speed only)",
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--figure-formats",
         type=_formats,
-        default=["png"],
-        metavar="FMT[,FMT]",
-        help="pruning figure formats: png, svg, pdf (default: png)",
+        default=None,
+        metavar="FMT",
+        help="pruning figure formats: png, svg, pdf, commas or spaces (default: png)",
     )
 
 
@@ -168,35 +169,49 @@ def load_data(name: str, split: str | None) -> Any:
     return attrflow.load_dataset(name, split=split)
 
 
+def _joined(values: list[list[Any]] | None) -> list[Any] | None:
+    """A list option parsed item by item (each item a list) as one list; None when not given."""
+    return None if values is None else [value for item in values for value in item]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow heads``."""
     from attrflow.analysis.heads import DEFAULT_FRACTIONS, analyze_heads
+    from attrflow.runner import run_lock
 
-    dataset = load_data(args.data, args.split)
+    check_outputs(args, directories=("out",))
+    methods = _joined(args.methods) or list(ranking_names())
+    fractions = _joined(args.fractions) or list(DEFAULT_FRACTIONS)
+    if fractions != sorted(set(fractions)):
+        raise InvalidInputError(f"--fractions must increase, got {','.join(map(str, fractions))}")
+    formats = _joined(args.figure_formats) or ["png"]
     eval_split = args.eval_split or args.split
-    eval_dataset = dataset if eval_split == args.split else load_data(args.data, eval_split)
-    # by name or path: Ray workers load their own replicas; this process loads one to evaluate the pruned model
-    analysis = analyze_heads(
-        args.model,
-        dataset,
-        eval_dataset,
-        methods=args.methods,
-        examples=args.examples,
-        eval_examples=args.eval_examples,
-        selection=args.selection,
-        fractions=args.fractions or DEFAULT_FRACTIONS,
-        target=_target(args.target),
-        steps=args.steps,
-        rule=args.rule,
-        taylor_objective=args.taylor_objective,
-        seed=args.seed,
-        top_k=args.top_k,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        device=args.device,
-        run=run_options_value(args),
-    )
-    written = analysis.export(args.out, figure_formats=args.figure_formats)
+    # the whole study holds the run directory: a second command on the same --out is refused at once
+    with run_lock(args.out):
+        dataset = load_data_options(args, args.split)
+        eval_dataset = dataset if eval_split == args.split else load_data_options(args, eval_split)
+        # by name or path: Ray workers load their own replicas; this process loads one to evaluate the pruned model
+        analysis = analyze_heads(
+            model_for_data(args.model, args.data),
+            dataset,
+            eval_dataset,
+            methods=methods,
+            examples=args.examples,
+            eval_examples=args.eval_examples,
+            selection=args.selection,
+            fractions=fractions,
+            target=_target(args.target),
+            steps=args.steps,
+            rule=args.rule,
+            taylor_objective=args.taylor_objective,
+            seed=args.seed,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            eval_batch_size=args.eval_batch_size,
+            device=args.device,
+            run=run_options_value(args),
+        )
+        written = analysis.export(args.out, figure_formats=formats)
     print(
         f"model {analysis.settings['model']}: importance from {args.data}/{args.split}, accuracy on {args.data}/{eval_split}"
     )

@@ -39,7 +39,7 @@ def _depths(text: str) -> Any:
         ) from None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``leaderboard`` subcommand."""
     parser = subparsers.add_parser(
         "leaderboard",

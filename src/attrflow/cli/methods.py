@@ -6,7 +6,7 @@ import argparse
 import json
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``methods`` subcommand."""
     parser = subparsers.add_parser(
         "methods",

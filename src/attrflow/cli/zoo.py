@@ -9,7 +9,7 @@ from pathlib import Path
 from attrflow.errors import InvalidInputError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``attrflow zoo {list,train,evaluate}``."""
     parser = subparsers.add_parser(
         "zoo",
@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "accuracy, retrain them with their recipes, or evaluate them on their datasets. Nothing is downloaded.",
     )
     commands = parser.add_subparsers(title="zoo commands", metavar="ZOO_COMMAND")
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
 
     listing = commands.add_parser("list", help="the built-in models and their measured accuracy")
     listing.set_defaults(func=_list)

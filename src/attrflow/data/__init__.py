@@ -19,6 +19,7 @@ from attrflow.data._dataset import UNLABELLED, Dataset, Example
 from attrflow.data._files import AUTO, Column, FileFormat, read_file, resolve_split_file
 from attrflow.data.sampling import Sample, as_example, example_inputs, sample
 from attrflow.errors import InvalidInputError
+from attrflow.validation import option_hint
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -90,8 +91,8 @@ def load_dataset(
     if isinstance(name_or_path, str) and name_or_path in BUILTIN_DATASETS:
         if (text, text_pair, label, label_names) != (AUTO, AUTO, AUTO, None):
             raise InvalidInputError(
-                f"{name_or_path!r} is a built-in dataset: its columns and labels are fixed; drop text=, text_pair=, "
-                "label= and label_names="
+                f"{name_or_path!r} is a built-in dataset: its columns and labels are fixed; drop "
+                + ", ".join(option_hint(k, "", cli="") for k in ("text", "text_pair", "label", "label_names"))
             )
         return builtin_dataset(name_or_path, split)
     path = Path(name_or_path)

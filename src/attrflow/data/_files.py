@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from attrflow.data._dataset import UNLABELLED, Dataset, Example
 from attrflow.errors import InvalidInputError
+from attrflow.validation import option_hint, visible_text
 
 __all__ = ["AUTO", "FileFormat", "read_file", "resolve_split_file"]
 
@@ -169,7 +170,8 @@ def _file_format(path: Path, format: FileFormat | None) -> FileFormat:
     found = _SUFFIX_FORMAT.get(path.suffix.lower())
     if found is None:
         raise InvalidInputError(
-            f"{path}: cannot tell the format from the suffix {path.suffix!r}; pass format='csv', 'tsv' or 'jsonl'"
+            f"{path}: cannot tell the format from the suffix {path.suffix!r}; pass "
+            + option_hint("format", "'csv', 'tsv' or 'jsonl'", cli="csv, tsv or jsonl")
         )
     return found
 
@@ -188,7 +190,7 @@ def _decode(path: Path, encoding: str) -> str:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise InvalidInputError(
             f"{path}, line {line}: byte {data[exc.start : exc.start + 1]!r} at column {column} is not valid "
-            f"{encoding}; pass the file's encoding (e.g. encoding='latin-1')"
+            f"{encoding}; pass the file's encoding (e.g. {option_hint('encoding', repr('latin-1'), cli='latin-1')})"
         ) from exc
     except LookupError as exc:
         raise InvalidInputError(f"unknown encoding {encoding!r}") from exc
@@ -282,8 +284,8 @@ def _resolve_columns(
             if given not in header:
                 kind = "column" if isinstance(given, str) else "column position"
                 raise InvalidInputError(
-                    f"{where}: no {kind} {given!r} for {role} (columns: {_column_list(table)}); pass {role}=... "
-                    "with one of them"
+                    f"{where}: no {kind} {given!r} for {role} (columns: {_column_list(table)}); pass "
+                    f"{option_hint(role, '...', cli='NAME')} with one of them"
                 )
             return given
         if layout_choice is not None:
@@ -301,7 +303,7 @@ def _resolve_columns(
     if text_column is None:
         raise InvalidInputError(
             f"{where}: cannot tell which column holds the text (columns: {_column_list(table)}); "
-            + ("pass text=NAME" if table.columns and isinstance(table.columns[0], str) else "pass text=POSITION")
+            + f"pass {option_hint('text', 'NAME' if table.columns and isinstance(table.columns[0], str) else 'POSITION')}"
         )
     if text_pair == AUTO and not use_layout and text != AUTO:
         text_pair = None  # a user who names the text column names the pair column too
@@ -309,8 +311,9 @@ def _resolve_columns(
     label_column = pick("label", label, layout.label if use_layout and layout else None, _LABEL_COLUMNS)
     if label == AUTO and label_column is None:
         raise InvalidInputError(
-            f"{where}: cannot tell which column holds the label (columns: {_column_list(table)}); pass label=NAME, "
-            "or label=None to read the file without labels"
+            f"{where}: cannot tell which column holds the label (columns: {_column_list(table)}); pass "
+            f"{option_hint('label', 'NAME')}, or {option_hint('label', 'None', cli='none')} to read the file without "
+            "labels"
         )
     if layout is not None and use_layout:
         logger.info("%s: read as %s (text=%r, text_pair=%r)", table.path, layout.name, text_column, pair_column)
@@ -329,8 +332,9 @@ def _field(table: _Table, line: int, row: dict[Column, Any], column: Column, *, 
         raise InvalidInputError(
             f"{table.path}, line {line}: {role} column {column!r} holds a {type(value).__name__}, not text"
         )
-    if not value.strip():
-        raise InvalidInputError(f"{table.path}, line {line}: empty {role} in column {column!r}")
+    if not visible_text(value):
+        what = "empty" if not value.strip() else "content-free (only zero-width or control characters)"
+        raise InvalidInputError(f"{table.path}, line {line}: {what} {role} in column {column!r}")
     return value
 
 
@@ -346,7 +350,8 @@ def _raw_label(table: _Table, line: int, row: dict[Column, Any], column: Column)
             raise InvalidInputError(f"{table.path}, line {line}: empty label in column {column!r}")
         if _is_integer(value):
             return int(value)
-    return value
+        return value
+    return int(value)
 
 
 def _is_integer(value: str) -> bool:
@@ -373,9 +378,28 @@ def _encode_labels(
         else:
             raise InvalidInputError(
                 f"{table.path}, line {line}: unknown label {value!r}; the labels are {', '.join(names)} "
-                "(pass label_names=[...] to name all classes in order)"
+                f"(pass {option_hint('label_names', '[...]', cli='A,B,...')} to name all classes in order)"
             )
     return names, labels
+
+
+def _mixed_labels(table: _Table, raw: list[str | int]) -> str:
+    """Why a label column holding class names and class indices is refused, blaming the line of the odd one out:
+    the first label of the kind the column holds fewer of (indices among names, or a name among indices)."""
+    lines = [line for line, _ in table.rows]
+    numbers = [(line, v) for line, v in zip(lines, raw, strict=True) if isinstance(v, int)]
+    words = [(line, v) for line, v in zip(lines, raw, strict=True) if isinstance(v, str)]
+    odd, usual = (numbers, words) if len(numbers) <= len(words) else (words, numbers)
+    line, value = odd[0]
+    kind = "a class index" if isinstance(value, int) else "a class name"
+    rest = "class names" if usual is words else "class indices"
+    examples = ", ".join(repr(v) for v in list(dict.fromkeys(v for _, v in usual))[:5])
+    return (
+        f"{table.path}, line {line}: label {value!r} is {kind}, but {len(usual)} of the {len(raw)} labels "
+        f"{'is a' if len(usual) == 1 else 'are'} {rest[:-1] if len(usual) == 1 else rest} "
+        f"(e.g. {examples}); write every label the same way, or pass "
+        f"{option_hint('label_names', '[...]', cli='A,B,...')} to say which class is which"
+    )
 
 
 def _infer_label_names(table: _Table, raw: list[str | int]) -> tuple[str, ...]:
@@ -386,11 +410,7 @@ def _infer_label_names(table: _Table, raw: list[str | int]) -> tuple[str, ...]:
             if strings <= set(order) and len(strings) > 1 and not integers:
                 return order
         if integers:
-            line, value = next((line, v) for (line, _), v in zip(table.rows, raw, strict=True) if isinstance(v, int))
-            raise InvalidInputError(
-                f"{table.path}, line {line}: unknown label {value!r} among class names "
-                f"({', '.join(sorted(strings))}); pass label_names=[...] to say which class is which"
-            )
+            raise InvalidInputError(_mixed_labels(table, raw))
         names = tuple(sorted(strings))
         logger.info("%s: label names sorted alphabetically: %s", table.path, ", ".join(names))
         return names

@@ -50,11 +50,20 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_CHARS", "DEFAULT_PORT", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
-    from attrflow.explore._app import create_app
-    from attrflow.explore._request import ExplainRequest, RequestError, parse_explain_request
-    from attrflow.explore._server import Stopped, allowed_hosts, load_models, serve
-    from attrflow.explore._service import Computed, Explorer, Job, JobCancelledError
-    from attrflow.viz.explore import decode_array, explanation_data
+    from attrflow.explore._app import create_app as create_app
+    from attrflow.explore._request import ExplainRequest as ExplainRequest
+    from attrflow.explore._request import RequestError as RequestError
+    from attrflow.explore._request import parse_explain_request as parse_explain_request
+    from attrflow.explore._server import Stopped as Stopped
+    from attrflow.explore._server import allowed_hosts as allowed_hosts
+    from attrflow.explore._server import load_models as load_models
+    from attrflow.explore._server import serve as serve
+    from attrflow.explore._service import Computed as Computed
+    from attrflow.explore._service import Explorer as Explorer
+    from attrflow.explore._service import Job as Job
+    from attrflow.explore._service import JobCancelledError as JobCancelledError
+    from attrflow.viz.explore import decode_array as decode_array
+    from attrflow.viz.explore import explanation_data as explanation_data
 
 
 def __getattr__(name: str) -> Any:

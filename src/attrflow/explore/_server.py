@@ -173,7 +173,7 @@ def serve(
 def _server_class() -> Any:
     uvicorn = require("uvicorn")
 
-    class Server(uvicorn.Server):  # type: ignore[name-defined]
+    class Server(uvicorn.Server):  # type: ignore[name-defined,misc]
         """uvicorn's server, stopping on SIGINT/SIGTERM without re-raising the signal afterwards (the shutdown was
         clean; the command exits 0)."""
 

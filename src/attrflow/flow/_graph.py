@@ -18,8 +18,10 @@ HeadFusion = Literal["mean", "max", "min"]
 AttentionInput = Any  # torch.Tensor | np.ndarray | an object with an ``.attentions`` tensor
 ExcludeSpec = Any  # None | "special" | bool mask [n] (sequence, numpy array or tensor)
 
-# Attention rows are probabilities; low-precision models (float16/bfloat16) overshoot 1 a little.
-_ROW_SUM_SLACK = 1e-2
+# Attention rows are probabilities summing to 1; rounding moves the sum a little, more in half precision.
+_ROW_SUM_TOLERANCE = 1e-3
+_HALF_ROW_SUM_TOLERANCE = 2e-2
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def as_attention_tensor(attentions: AttentionInput) -> tuple[torch.Tensor, torch.dtype]:
@@ -34,6 +36,11 @@ def as_attention_tensor(attentions: AttentionInput) -> tuple[torch.Tensor, torch
     """
     source = getattr(attentions, "attentions", attentions)
     if isinstance(source, np.ndarray):
+        if np.iscomplexobj(source):
+            raise InvalidInputError(
+                f"attentions must hold real probabilities, got numpy dtype {source.dtype} (the imaginary part would "
+                "be dropped)"
+            )
         if not (np.issubdtype(source.dtype, np.floating) or np.issubdtype(source.dtype, np.integer)):
             raise InvalidInputError(f"attentions must hold numbers, got numpy dtype {source.dtype}")
         source = torch.from_numpy(source)
@@ -41,6 +48,11 @@ def as_attention_tensor(attentions: AttentionInput) -> tuple[torch.Tensor, torch
         raise InvalidInputError(
             "attentions must be a torch tensor or numpy array [layers, heads, n, n], or a result with an "
             f"`.attentions` tensor (AttentionAttribution, RecordedAttention); got {type(attentions).__name__}"
+        )
+    if source.is_complex() or source.dtype == torch.bool:
+        raise InvalidInputError(
+            f"attentions must hold real probabilities, got dtype {source.dtype}"
+            + (" (the imaginary part would be dropped)" if source.is_complex() else "")
         )
     if source.dim() != 4 or source.shape[2] != source.shape[3]:
         raise InvalidInputError(
@@ -52,12 +64,19 @@ def as_attention_tensor(attentions: AttentionInput) -> tuple[torch.Tensor, torch
     return source.detach(), torch.float64 if source.dtype == torch.float64 else torch.float32
 
 
-def layer_probabilities(attentions: torch.Tensor, layer: int) -> np.ndarray:
+def layer_probabilities(attentions: torch.Tensor, layer: int, *, check_rows: bool = True) -> np.ndarray:
     """One layer's attention as float64 ``[H, n, n]``, checked to be probabilities.
 
+    Args:
+        attentions: ``[L, H, n, n]``.
+        layer: which layer.
+        check_rows: require every row to sum to 1 (within rounding: 1e-3, 2e-2 for float16/bfloat16 input).
+            False accepts any non-negative rows summing to at most 1, e.g. the attention of pruned heads or masked
+            interactions, which sum to less; they are used as they are.
+
     Raises:
-        InvalidInputError: non-finite or negative values, or a row summing to more than 1 (scores before the
-            softmax rather than probabilities).
+        InvalidInputError: non-finite or negative values, a row summing to more than 1 (scores before the softmax
+            rather than probabilities), or with ``check_rows`` a row that does not sum to 1.
     """
     array = attentions[layer].to(device="cpu", dtype=torch.float64).numpy()
     if not np.isfinite(array).all():
@@ -67,13 +86,30 @@ def layer_probabilities(attentions: torch.Tensor, layer: int) -> np.ndarray:
             f"attention probabilities cannot be negative (layer {layer} has {array.min():.3g}); pass the "
             "post-softmax probabilities, not scores"
         )
-    largest = float(array.sum(axis=-1).max())
-    if largest > 1.0 + _ROW_SUM_SLACK:
+    tolerance = _HALF_ROW_SUM_TOLERANCE if attentions.dtype in _HALF else _ROW_SUM_TOLERANCE
+    sums = array.sum(axis=-1)
+    largest = float(sums.max())
+    if largest > 1.0 + max(tolerance, 1e-2):
         raise InvalidInputError(
             f"attention rows must sum to at most 1 (a row of layer {layer} sums to {largest:.4g}); pass "
             "post-softmax probabilities"
         )
+    off = np.abs(sums - 1.0)
+    if check_rows and float(off.max()) > tolerance:
+        head, row = (int(i) for i in np.unravel_index(int(off.argmax()), off.shape))
+        raise InvalidInputError(
+            f"attention rows must sum to 1: row {row} of head {head} in layer {layer} sums to "
+            f"{float(sums[head, row]):.4g}. Pass post-softmax probabilities; rows of pruned heads or masked "
+            "interactions sum to less, and check_rows=False uses such rows as they are"
+        )
     return array
+
+
+def check_residual(residual: object) -> bool:
+    """``residual`` if it is a bool (``"no"`` or ``0.5`` would silently read as True)."""
+    if not isinstance(residual, (bool, np.bool_)):
+        raise InvalidInputError(f"residual must be True or False, got {residual!r}")
+    return bool(residual)
 
 
 def check_choice(name: str, value: object, choices: Any) -> None:
@@ -132,11 +168,14 @@ def resolve_exclude(exclude: ExcludeSpec, attentions: AttentionInput, n: int) ->
 
 def fuse_heads(attentions: np.ndarray, head_fusion: HeadFusion) -> np.ndarray:
     """``W``: the heads of one layer fused by mean, max or min, ``[H, n, n] -> [n, n]``."""
+    fused: np.ndarray
     if head_fusion == "mean":
-        return attentions.mean(axis=0)
-    if head_fusion == "max":
-        return attentions.max(axis=0)
-    return attentions.min(axis=0)
+        fused = attentions.mean(axis=0)
+    elif head_fusion == "max":
+        fused = attentions.max(axis=0)
+    else:
+        fused = attentions.min(axis=0)
+    return fused
 
 
 def add_residual(weights: np.ndarray, *, residual: bool, renormalise: bool) -> np.ndarray:
@@ -150,7 +189,7 @@ def add_residual(weights: np.ndarray, *, residual: bool, renormalise: bool) -> n
 
 
 def attention_graph(
-    attentions: torch.Tensor, *, residual: bool, head_fusion: HeadFusion, head: int | None
+    attentions: torch.Tensor, *, residual: bool, head_fusion: HeadFusion, head: int | None, check_rows: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """The graph's matrices: ``(Ā, top)``, both float64 ``[L, n, n]``, built one layer at a time.
 
@@ -161,13 +200,17 @@ def attention_graph(
     formula unchanged.
 
     Raises:
-        InvalidInputError: a layer that is not probabilities (see :func:`layer_probabilities`).
+        InvalidInputError: ``residual`` is not a bool, or a layer is not probabilities (see
+            :func:`layer_probabilities`; ``check_rows`` goes there).
     """
+    residual = check_residual(residual)
+    if not isinstance(check_rows, (bool, np.bool_)):
+        raise InvalidInputError(f"check_rows must be True or False, got {check_rows!r}")
     num_layers, _, n, _ = attentions.shape
     graph = np.empty((num_layers, n, n))
     tops = graph if head is None else np.empty_like(graph)
     for layer in range(num_layers):
-        probabilities = layer_probabilities(attentions, layer)
+        probabilities = layer_probabilities(attentions, layer, check_rows=bool(check_rows))
         fused = fuse_heads(probabilities, head_fusion)
         graph[layer] = add_residual(fused, residual=residual, renormalise=head_fusion != "mean")
         if head is not None:

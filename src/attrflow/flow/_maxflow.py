@@ -276,7 +276,8 @@ def closed_form_flows(source_caps: np.ndarray, below: np.ndarray) -> np.ndarray:
     if len(below) == 0:
         return source_caps.copy()
     assert len(below) == 1, "only tops 1 and 2 have closed forms"
-    return np.minimum(source_caps[:, :, None], below[0][None, :, :]).sum(axis=1)
+    flows: np.ndarray = np.minimum(source_caps[:, :, None], below[0][None, :, :]).sum(axis=1)
+    return flows
 
 
 class Networks:
@@ -313,7 +314,8 @@ def bound_from_singles(source_caps: np.ndarray, singles: np.ndarray) -> np.ndarr
     totals = source_caps.sum(axis=1)
     order = np.argsort(singles, kind="stable")
     beyond = totals[:, None] - np.cumsum(source_caps[:, order], axis=1)  # a(X^c) for X = the first k+1 nodes
-    return np.minimum(totals, (np.maximum(beyond, 0.0) + singles[order][None, :]).min(axis=1))
+    bounds: np.ndarray = np.minimum(totals, (np.maximum(beyond, 0.0) + singles[order][None, :]).min(axis=1))
+    return bounds
 
 
 def chain_flows(

@@ -40,7 +40,7 @@ from attrflow.flow._graph import (
     resolve_positions,
 )
 
-__all__ = ["attention_flow"]
+__all__ = ["FLOW_MAX_SECONDS", "attention_flow", "estimated_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ _SECONDS_PER_ARC = 3e-8
 _CHAIN_MIN_DENSITY = 0.9
 # The smallest tolerance float64 residual capacities can certify.
 _MIN_TOLERANCE = 1e-12
+# Above this many tokens the estimate grows by n / _PHASES_FROM more (see `estimated_seconds`).
+_PHASES_FROM = 128
+FLOW_MAX_SECONDS = 600.0
+"""Exact flow refuses work estimated above this many seconds on one core (``max_seconds=None`` lifts it)."""
 
 
 def attention_flow(
@@ -65,6 +69,8 @@ def attention_flow(
     exclude: ExcludeSpec = None,
     tolerance: float = 1e-7,
     workers: int | None = None,
+    max_seconds: float | None = FLOW_MAX_SECONDS,
+    check_rows: bool = True,
 ) -> torch.Tensor:
     """Attention flow from output positions to every input token (Abnar & Zuidema, ACL 2020; arXiv 2005.00928).
 
@@ -96,13 +102,20 @@ def attention_flow(
             one more stage.
         workers: processes for large batches (None: one per available CPU; 1: in this process). The result
             does not depend on it.
+        max_seconds: refuse, before any solving, work estimated above this many seconds on one core (exact flow
+            costs ``L·n³`` to ``L·n⁴``: n max flows per source on networks of ``L·n²`` arcs; see
+            :func:`estimated_seconds`); None lifts the limit. The message names the largest n that fits and the
+            bounded alternative, :func:`attrflow.flow.bounds.attention_flow_bounds`.
+        check_rows: require every attention row to sum to 1 (within rounding). False accepts rows that sum to
+            less (the attention of pruned heads or masked interactions; flow then runs on those capacities).
 
     Returns:
         ``[len(positions), n]``, or ``[L, len(positions), n]`` for ``layer="all"``; float64 for float64 input,
         float32 otherwise.
 
     Raises:
-        InvalidInputError: bad shapes or values, an index out of range or an unknown option.
+        InvalidInputError: bad shapes or values, an index out of range or an unknown option, or work estimated
+            above ``max_seconds``.
     """
     tensor, dtype = as_attention_tensor(attentions)
     num_layers, num_heads, n, _ = tensor.shape
@@ -118,8 +131,12 @@ def attention_flow(
         raise InvalidInputError(f"tolerance must be a number ≥ {_MIN_TOLERANCE:g}, got {tolerance!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InvalidInputError(f"workers must be a positive integer or None, got {workers!r}")
+    if max_seconds is not None:
+        _check_size(tensor, tops, len(sources), int((~excluded).sum()), max_seconds, all_positions=positions is None)
 
-    graph, top_matrices = attention_graph(tensor, residual=residual, head_fusion=head_fusion, head=head_index)
+    graph, top_matrices = attention_graph(
+        tensor, residual=residual, head_fusion=head_fusion, head=head_index, check_rows=check_rows
+    )
     sinks = np.flatnonzero(~excluded)
     # one scale for every block, so that results never depend on how the problems are split between workers
     flow_bound = max(1.0, float(graph.sum(axis=-1).max()), float(top_matrices.sum(axis=-1).max()))
@@ -149,6 +166,71 @@ def attention_flow(
         logger.warning("attention flow: certified error bound %.2e exceeds the tolerance %.2e", bound, tolerance)
     result = torch.from_numpy(out if layer == "all" else out[0]).to(dtype)
     return result
+
+
+def estimated_seconds(num_layers: int, n: int, tops: Sequence[int], sources: int, sinks: int, density: float) -> float:
+    """Estimated seconds of exact flow on one core: every source layer's problems times their networks' arcs, times
+    ``n / 128`` above 128 tokens for the growing number of Dinic phases (about ``L·n⁴`` in all on flat attention).
+
+    Args:
+        num_layers: L (only the graph layers under each source matter).
+        n: tokens.
+        tops: the graph layers of the sources (model layer + 1).
+        sources: source positions per layer.
+        sinks: input tokens solved for.
+        density: share of non-zero capacities (about 0.5 for causal attention).
+    """
+    del num_layers
+    total = 0.0
+    for top in tops:
+        chain = _use_chain(top, sources, n, density)
+        units = _layer_units(top, sources, sinks, n, chain)
+        total += units * 2 * density * n * n * _SECONDS_PER_ARC
+    # Dinic's phases grow with n on flat attention (measured: 17-25x from n = 128 to 256 at 8 layers, not 8x)
+    return total * max(1.0, n / _PHASES_FROM)
+
+
+def _check_size(
+    tensor: torch.Tensor, tops: list[int], sources: int, sinks: int, max_seconds: float, *, all_positions: bool
+) -> None:
+    """Refuse exact flow whose estimated solving time exceeds ``max_seconds``, saying what fits and what to use."""
+    num_layers, _, n, _ = tensor.shape
+    density = float((tensor[:, 0] != 0).float().mean())
+    seconds = estimated_seconds(num_layers, n, tops, sources, sinks, density)
+    if seconds <= max_seconds:
+        return
+
+    def fits(size: int) -> bool:
+        count = size if all_positions else sources
+        return estimated_seconds(num_layers, size, tops, count, size, density) <= max_seconds
+
+    largest = 2
+    while largest < n and fits(largest * 2):
+        largest *= 2
+    step = largest // 2
+    while step >= 1:
+        if largest + step < n and fits(largest + step):
+            largest += step
+        step //= 2
+    problems = sources * sinks * len(tops)
+    raise InvalidInputError(
+        f"exact attention flow here is {problems:,} max-flow problems on networks of up to "
+        f"{2 * (max(tops) - 2) * n * n * density:,.0f} arcs, estimated {_duration(seconds)} on one core, over the "
+        f"limit of {_duration(max_seconds)}. Exact flow costs L·n³ to L·n⁴; with these {num_layers} layers and "
+        f"sources it fits up to about n = {largest} tokens. For longer inputs use "
+        "attrflow.flow.bounds.attention_flow_bounds (certified lower and upper bounds on every value, in the time "
+        "of rollout) or method 'flow_bounds'; pass max_seconds=None to solve exactly anyway"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 class _Refiner:

@@ -32,6 +32,7 @@ def attention_rollout(
     start_layer: int = 0,
     head: int | None = None,
     exclude: ExcludeSpec = None,
+    check_rows: bool = True,
 ) -> torch.Tensor:
     """Attention rollout of every layer (Abnar & Zuidema, ACL 2020, eq. in §3; arXiv 2005.00928).
 
@@ -58,13 +59,15 @@ def attention_rollout(
         exclude: input tokens to leave out (e.g. [CLS]/[SEP], a BOS attention sink): a boolean mask ``[n]`` or
             ``"special"`` for the input's ``special_mask``. Their columns become 0 and every row is rescaled to
             sum to 1 over the remaining tokens (rows with nothing left stay 0).
+        check_rows: require every attention row to sum to 1 (within rounding). False accepts rows that sum to
+            less (the attention of pruned heads or masked interactions) and uses them as they are.
 
     Returns:
         ``[L, n, n]``: ``[l, i, j]`` is ``Ã_l[i, j]``. float64 for float64 input, float32 otherwise.
 
     Raises:
-        InvalidInputError: bad shapes, negative or non-finite values, rows summing to more than 1, an index
-            out of range or an unknown option.
+        InvalidInputError: bad shapes, complex, negative or non-finite values, rows not summing to 1 (see
+            ``check_rows``), a ``residual`` that is not a bool, an index out of range or an unknown option.
     """
     tensor, dtype = as_attention_tensor(attentions)
     num_layers, num_heads, n, _ = tensor.shape
@@ -72,7 +75,9 @@ def attention_rollout(
     start = resolve_index("start_layer", start_layer, num_layers, "layers")
     head_index = None if head is None else resolve_index("head", head, num_heads, "heads")
     excluded = resolve_exclude(exclude, attentions, n)
-    graph, tops = attention_graph(tensor, residual=residual, head_fusion=head_fusion, head=head_index)
+    graph, tops = attention_graph(
+        tensor, residual=residual, head_fusion=head_fusion, head=head_index, check_rows=check_rows
+    )
 
     rollout = np.empty((num_layers, n, n))
     below = np.eye(n)

@@ -49,6 +49,7 @@ def attention_token_scores(
     reduction: Reduction = "cls",
     head_fusion: HeadFusion = "mean",
     residual: bool = True,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention-derived token scores of several layers from recorded attention.
 
@@ -62,6 +63,8 @@ def attention_token_scores(
         reduction: ``"cls"``: the row of ``position`` (the paper); ``"max"`` / ``"mean"``: over all query rows.
         head_fusion: ``"mean"`` (the paper), ``"max"``, ``"min"``.
         residual: rollout and flow: add the identity for the residual connection (ignored by raw attention).
+        exclude: boolean ``[n]``: input tokens left out (e.g. an attention sink): their columns become 0 and every
+            row is rescaled to sum to 1 over the remaining tokens before the reduction.
 
     Returns:
         float32 ``[len(layers), n]``.
@@ -78,25 +81,41 @@ def attention_token_scores(
     chosen = resolve_layers(layers, num_layers)
     position = resolve_index("position", position, n)
     attentions = attentions.detach().float().cpu()
+    excluded = None if exclude is None or not bool(exclude.any()) else exclude.cpu().numpy()
     if method == "attention":
-        return reduce_rows(fuse_heads(attentions[list(chosen)], head_fusion), reduction, position).float()
+        fused = fuse_heads(attentions[list(chosen)], head_fusion)
+        if excluded is not None:
+            fused = fused.masked_fill(torch.from_numpy(excluded), 0.0)
+            sums = fused.sum(dim=-1, keepdim=True)
+            fused = torch.where(sums > 0, fused / torch.where(sums > 0, sums, 1), fused)
+        return reduce_rows(fused, reduction, position).float()
     if method == "rollout":
         from attrflow.flow.rollout import attention_rollout
 
-        rolled = attention_rollout(attentions, residual=bool(residual), head_fusion=head_fusion)
+        rolled = attention_rollout(attentions, residual=bool(residual), head_fusion=head_fusion, exclude=excluded)
         return reduce_rows(rolled[list(chosen)], reduction, position).float()
     from attrflow.flow.maxflow import attention_flow
 
     sources = [position] if reduction == "cls" else None
     if len(chosen) == num_layers:
         flows = attention_flow(
-            attentions, layer="all", positions=sources, residual=bool(residual), head_fusion=head_fusion
+            attentions,
+            layer="all",
+            positions=sources,
+            residual=bool(residual),
+            head_fusion=head_fusion,
+            exclude=excluded,
         )
     else:
         flows = torch.stack(
             [
                 attention_flow(
-                    attentions, layer=layer, positions=sources, residual=bool(residual), head_fusion=head_fusion
+                    attentions,
+                    layer=layer,
+                    positions=sources,
+                    residual=bool(residual),
+                    head_fusion=head_fusion,
+                    exclude=excluded,
                 )
                 for layer in chosen
             ]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attrflow.errors import InvalidInputError
+from attrflow.errors import InvalidInputError, NonFiniteError
 from attrflow.methods.quadrature import RULES, Rule, quadrature
 from attrflow.models import BranchPass, Encoding, Model, load_model
 from attrflow.results import AttentionAttribution
@@ -166,6 +166,12 @@ class AttentionAttributor:
         positions = encoding.positions.to(model.device)
         assert state.clean is not None
         stacked = torch.stack([_real(attributions[layer], positions).float().cpu() for layer in chosen])
+        bad = [layer for layer, values in zip(chosen, stacked, strict=True) if not bool(torch.isfinite(values).all())]
+        if bad:
+            raise NonFiniteError(
+                f"the attribution of layer{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} is not finite "
+                "(NaN or infinite gradients) although the model's output is; attrflow does not return it"
+            )
         baseline_probability = torch.tensor([state.f0[layer] for layer in chosen], dtype=torch.float32)
         gap = stacked.double().sum(dim=(1, 2, 3)) - (state.probability - baseline_probability.double())
         return AttentionAttribution(

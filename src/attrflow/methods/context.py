@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from attrflow.errors import InvalidInputError
-from attrflow.models import Encoding, Model, Recording, load_model
+from attrflow.models import Encoding, KeyCache, Model, Recording, load_model
 from attrflow.validation import resolve_index, resolve_layers
 
 if TYPE_CHECKING:
@@ -25,9 +25,15 @@ if TYPE_CHECKING:
     from attrflow.methods.quadrature import Rule
     from attrflow.results import AttentionAttribution, Summary, TokenScores
 
-__all__ = ["ExplainContext"]
+__all__ = ["MATERIALISE_LIMIT_BYTES", "ExplainContext"]
 
 _T = TypeVar("_T")
+
+MATERIALISE_LIMIT_BYTES = 512 * 2**20
+"""Above this size of an input's float32 ``[L, H, n, n]`` attention, attention-derived methods (raw attention,
+rollout, flow bounds, the sink share) compute from attention rows recomputed block by block from one pass's
+queries and keys (:meth:`ExplainContext.streaming`) instead of recording it. Same numbers; the per-layer matrices
+are then not kept. Set it (e.g. in tests) to move the switch."""
 
 
 class ExplainContext:
@@ -95,14 +101,38 @@ class ExplainContext:
         return self.recording.attentions
 
     @property
+    def attention_bytes(self) -> int:
+        """Bytes of the float32 ``[L, H, n, n]`` attention of this input."""
+        return self.model.num_layers * self.model.num_heads * self.n * self.n * 4
+
+    @property
+    def streaming(self) -> bool:
+        """Whether attention-derived methods work from attention rows (:attr:`keys`) rather than the recording:
+        the recorded attention would exceed :data:`MATERIALISE_LIMIT_BYTES` and has not been recorded anyway."""
+        return self.cached("recording") is None and self.attention_bytes > MATERIALISE_LIMIT_BYTES
+
+    @property
+    def keys(self) -> KeyCache:
+        """One clean forward pass that kept every layer's queries and keys (cached): attention rows on demand in
+        ``O(L·n·d)`` memory (:meth:`attrflow.Model.capture_keys`)."""
+        return self.shared("keys", lambda: self.model.capture_keys(self.encoding))
+
+    def _clean_pass(self) -> Recording | KeyCache:
+        """The clean pass already made, preferring none that would materialise long attention."""
+        recording = self.cached("recording")
+        if recording is None and (self.cached("keys") is not None or self.streaming):
+            return self.keys
+        return self.recording
+
+    @property
     def probabilities(self) -> torch.Tensor:
         """float64 ``[C]`` output probabilities at the explained position."""
-        return self.recording.probabilities
+        return self._clean_pass().probabilities
 
     @property
     def predicted(self) -> int:
         """The model's prediction (class index or next-token id)."""
-        return self.recording.predicted
+        return self._clean_pass().predicted
 
     @property
     def target(self) -> int:
@@ -241,6 +271,7 @@ class ExplainContext:
         completeness_gap: float | None = None,
         diagnostics: dict[str, float] | None = None,
         settings: dict[str, Any] | None = None,
+        bounds: torch.Tensor | None = None,
     ) -> TokenScores:
         """A :class:`~attrflow.TokenScores` for this input, with the context's facts filled in."""
         from attrflow.results import TokenScores
@@ -269,6 +300,7 @@ class ExplainContext:
             completeness_gap=completeness_gap,
             diagnostics=diagnostics or {},
             settings={"model": self.model.name, **(settings or {})},
+            bounds=bounds,
         )
 
     def where(self) -> str:

@@ -13,6 +13,7 @@ from attrflow.models._loading import load_model
 from attrflow.models._model import Model
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Task
+from attrflow.models._streaming import KeyCache
 
 if TYPE_CHECKING:  # deprecated, private: reached through __getattr__ below (with a warning) until callers move
     from attrflow.models._interface import Session as Session
@@ -27,6 +28,7 @@ __all__ = [
     "BranchPass",
     "Encoding",
     "ForwardPass",
+    "KeyCache",
     "Model",
     "Recording",
     "Task",

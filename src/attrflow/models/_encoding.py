@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.validation import visible_text
 
 SPECIAL_SEGMENT = -1
 """The segment of a special token ([CLS], [SEP], ...) in :attr:`TokenizedText.segments`."""
@@ -101,12 +102,48 @@ def max_length(model: Any, tokenizer: Any) -> int | None:
     return min(limits) if limits else None
 
 
+UNKNOWN_SHARE_WARNING = 0.25
+"""A text whose tokens are unknown to the tokenizer (``[UNK]``) in a larger share than this is warned about."""
+
+
 def check_text(text: object, text_pair: object, *, message: str) -> None:
-    """Raise when ``text`` or ``text_pair`` (if given) is not a non-empty string; ``message`` is formatted with
-    ``label`` (the argument's name) and ``value``."""
+    """Raise when ``text`` or ``text_pair`` (if given) is not a string with visible content (only whitespace,
+    zero-width or control characters count as empty); ``message`` is formatted with ``label`` (the argument's
+    name) and ``value``."""
     for label, value in (("text", text), ("text_pair", text_pair)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
+        if value is not None and (not isinstance(value, str) or not visible_text(value)):
             raise InvalidInputError(message.format(label=label, value=value))
+
+
+def content_ids(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """The ids of ``ids`` that stand for the text: special tokens left out, the unknown token kept."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", []) or []) - {unknown}
+    return [i for i in ids if i not in special]
+
+
+def warn_unknown(tokenizer: Any, ids: Sequence[int], texts: Sequence[str]) -> None:
+    """Warn when more than :data:`UNKNOWN_SHARE_WARNING` of the text's tokens are the unknown token, naming the
+    share and the words the tokenizer does not know."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    content = content_ids(tokenizer, ids)
+    count = sum(1 for i in content if i == unknown)
+    if unknown is None or not content or count / len(content) <= UNKNOWN_SHARE_WARNING:
+        return
+    words = [
+        word
+        for text in texts
+        for word in dict.fromkeys(text.split())
+        if unknown in tokenizer(word, add_special_tokens=False)["input_ids"]
+    ]
+    shown = ", ".join(repr(w) for w in words[:6]) + (", ..." if len(words) > 6 else "")
+    warnings.warn(
+        f"{count} of {len(content)} tokens of the input are unknown to the model's tokenizer and become "
+        f"{tokenizer.unk_token} (words: {shown or 'none whole'}); the explanation is about {tokenizer.unk_token} "
+        "tokens, not those words: check that the text suits the model",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 def encode_text(
@@ -114,9 +151,17 @@ def encode_text(
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """Batch-1 tensors of ``text`` (and ``text_pair``), and whether they were cut to ``limit`` tokens.
 
-    Over-long text is truncated with a warning, or refused with ``truncation=False``.
+    Over-long text is truncated with a warning, or refused with ``truncation=False``. Text the tokenizer turns into
+    special tokens only is refused like empty text; a large share of unknown tokens is warned about.
     """
-    length = len(tokenizer(text, text_pair, truncation=False)["input_ids"])
+    ids = list(tokenizer(text, text_pair, truncation=False)["input_ids"])
+    if not content_ids(tokenizer, ids):
+        raise InvalidInputError(
+            "the input has no content the model's tokenizer keeps (it becomes special tokens only); give text "
+            "with words in it"
+        )
+    warn_unknown(tokenizer, ids, [text] if text_pair is None else [text, text_pair])
+    length = len(ids)
     truncated = False
     if limit is not None and length > limit:
         if not truncation:
@@ -145,7 +190,23 @@ def batch1_tensors(inputs: Mapping[str, Any], device: torch.device) -> dict[str,
     return tensors
 
 
-def text_encoding(tensors: dict[str, torch.Tensor], tokenizer: Any, *, vocab_size: int, reads_last: bool) -> Encoding:
+def check_length(length: int, limit: int | None, what: str) -> None:
+    """Refuse ``length`` token positions when the model accepts at most ``limit`` (its position embeddings)."""
+    if limit is not None and length > limit:
+        raise InvalidInputError(
+            f"{what} has {length} positions but the model accepts at most {limit}; shorten it (text inputs are "
+            "truncated for you)"
+        )
+
+
+def text_encoding(
+    tensors: dict[str, torch.Tensor],
+    tokenizer: Any,
+    *,
+    vocab_size: int,
+    reads_last: bool,
+    limit: int | None = None,
+) -> Encoding:
     """The :class:`Encoding` of batch-1 token tensors (an all-ones ``attention_mask`` is added when missing).
 
     Args:
@@ -154,12 +215,22 @@ def text_encoding(tensors: dict[str, torch.Tensor], tokenizer: Any, *, vocab_siz
         vocab_size: the model's vocabulary size (ids must lie below it).
         reads_last: whether the prediction reads the last real position (decoders, encoder-decoder classifiers)
             rather than the first.
+        limit: the most positions the model accepts (None: unbounded).
     """
     ids = tensors.get("input_ids")
     if ids is None:
         raise InvalidInputError("inputs need 'input_ids' (text models) or 'pixel_values' (image models)")
     if ids.numel() == 0:
         raise InvalidInputError("input_ids is empty")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise InvalidInputError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
+    check_length(int(ids.shape[-1]), limit, "input_ids")
+    for key in ("attention_mask", "token_type_ids"):
+        value = tensors.get(key)
+        if value is not None and value.shape != ids.shape:
+            raise InvalidInputError(
+                f"{key} has shape {tuple(value.shape)}, input_ids {tuple(ids.shape)}; they must agree"
+            )
     if int(ids.max()) >= vocab_size or int(ids.min()) < 0:
         raise InvalidInputError(f"input_ids must lie in [0, {vocab_size}) for this model")
     mask = tensors.get("attention_mask")
@@ -256,6 +327,7 @@ def batch_features(
             ids = list(item["input_ids"])
             if not ids:
                 raise InvalidInputError("a tokenised item has no input_ids")
+            check_length(len(ids), limit, "a tokenised item")
             feature = {key: list(value) for key, value in item.items()}
             feature.setdefault("attention_mask", [1] * len(ids))
             features.append(feature)

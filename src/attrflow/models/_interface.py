@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ _SESSION: ContextVar[Session | None] = ContextVar("attrflow_session", default=No
 # ids of the attention modules that count as sites (None: all); set by Model.engaged for encoder-decoder models,
 # whose decoder self-attention and cross-attention run through the same function but are not exposed as layers
 _SITE_MODULES: ContextVar[frozenset[int] | None] = ContextVar("attrflow_site_modules", default=None)
+# the handler of Model.capture_keys (models/_streaming.py) while it runs: it computes each call's output without
+# materialising the probabilities and keeps what row queries need (set by `streaming_handler`)
+_STREAMING: ContextVar[StreamingHandler | None] = ContextVar("attrflow_streaming", default=None)
 _registered = False
 
 
@@ -149,6 +152,40 @@ def site_modules(modules: frozenset[int] | None) -> Iterator[None]:
         _SITE_MODULES.reset(token)
 
 
+class StreamingHandler(Protocol):
+    """What :func:`attrflow_attention_forward` hands a call to while :func:`streaming_handler` is active: the call's
+    query ``[B, H, q, d]``, key/value ``[B, H_kv, k, d]`` (grouped-query layout kept), mask, resolved scaling and
+    causal rule; it returns the attention output ``[B, q, H, d]`` and no probabilities."""
+
+    def __call__(
+        self,
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        *,
+        scaling: float,
+        causal: bool,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]: ...
+
+
+@contextlib.contextmanager
+def streaming_handler(handler: StreamingHandler) -> Iterator[None]:
+    """Route every attention call to ``handler`` instead of the materialising computation (nesting restores)."""
+    token = _STREAMING.set(handler)
+    try:
+        yield
+    finally:
+        _STREAMING.reset(token)
+
+
+def current_site_modules() -> frozenset[int] | None:
+    """The attention modules (by ``id``) whose calls count as sites right now (None: every call)."""
+    return _SITE_MODULES.get()
+
+
 @contextlib.contextmanager
 def active_session(session: Session) -> Iterator[Session]:
     """Make ``session`` the one the attention function consults (nesting restores the outer one)."""
@@ -177,11 +214,12 @@ def attrflow_attention_forward(
     scaling: float | None = None,
     is_causal: bool | None = None,
     **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scaled dot-product attention with materialised probabilities (the AttentionInterface signature).
 
     Shapes: query ``[B, H, q, d]``, key/value ``[B, H_kv, k, d]`` (H_kv divides H), mask broadcastable to
-    ``[B, H, q, k]`` (boolean: True = attend; float: added to the scores). Returns ``([B, q, H, d], [B, H, q, k])``.
+    ``[B, H, q, k]`` (boolean: True = attend; float: added to the scores). Returns ``([B, q, H, d], [B, H, q, k])``,
+    or no probabilities while a :func:`streaming_handler` is active (:meth:`Model.capture_keys`).
     """
     if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
         raise UnsupportedModelError(
@@ -195,11 +233,8 @@ def attrflow_attention_forward(
     if session is not None:
         value = session.on_values(value)
     heads = query.shape[1]
-    if key.shape[1] != heads:
-        if heads % key.shape[1]:
-            raise UnsupportedModelError(f"{type(module).__name__}: {heads} query heads vs {key.shape[1]} key heads")
-        key = _repeat_kv(key, heads // key.shape[1])
-        value = _repeat_kv(value, heads // value.shape[1])
+    if heads % key.shape[1]:
+        raise UnsupportedModelError(f"{type(module).__name__}: {heads} query heads vs {key.shape[1]} key heads")
     q_len = query.shape[2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
@@ -207,6 +242,12 @@ def attrflow_attention_forward(
     causal = bool(q_len > 1 and attention_mask is None and causal)
     if causal and key.shape[2] > q_len:
         key, value = key[:, :, :q_len], value[:, :, :q_len]
+    streaming = _STREAMING.get()
+    if streaming is not None:  # keys kept for later row queries; the probabilities are never materialised
+        return streaming(module, query, key, value, attention_mask, scaling=scaling, causal=causal, **kwargs)
+    if key.shape[1] != heads:
+        key = _repeat_kv(key, heads // key.shape[1])
+        value = _repeat_kv(value, heads // value.shape[1])
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:

@@ -19,13 +19,21 @@ import torch
 from torch import nn
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
-from attrflow.models import _encoding
+from attrflow.models import _encoding, _finite, _labels
 from attrflow.models._encoding import Encoding, TokenizedText
-from attrflow.models._interface import IMPL_NAME, Session, active_session, ensure_registered, site_modules
+from attrflow.models._interface import (
+    IMPL_NAME,
+    Session,
+    active_session,
+    ensure_registered,
+    site_modules,
+    streaming_handler,
+)
 from attrflow.models._mixing import MixingPasses
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
 from attrflow.models._replay import embeddings_into, eval_mode, run_rows
+from attrflow.models._streaming import KeyCache, StreamingCapture, logits_only_at
 
 InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
 
@@ -104,7 +112,8 @@ class Model(MixingPasses):
     @property
     def device(self) -> torch.device:
         """Device of the model's parameters."""
-        return next(self.model.parameters()).device
+        device: torch.device = next(self.model.parameters()).device
+        return device
 
     @property
     def num_outputs(self) -> int:
@@ -173,7 +182,8 @@ class Model(MixingPasses):
     def _logits(self, output: Any, position: int | None = None) -> torch.Tensor:
         logits = output.logits if hasattr(output, "logits") else output[0]
         if self.task == "causal-lm":
-            logits = logits[:, -1 if position is None else position]
+            # a copy, not a view: a view would keep every position's logits ([n, vocab]) alive
+            logits = logits[:, -1 if position is None else position].clone()
         return cast(torch.Tensor, logits)
 
     def _position(self, encoding: Encoding) -> int | None:
@@ -199,6 +209,7 @@ class Model(MixingPasses):
         with active_session(session):
             out = self.model(**inputs)
         logits = self._logits(out, position)
+        _finite.check_logits(self, logits, inputs)
         if logits.shape[0] != batch:
             raise RuntimeError(f"expected {batch} output rows, got {logits.shape[0]}")
         return logits
@@ -235,6 +246,7 @@ class Model(MixingPasses):
         blocks = probe.blocks if replay else None
         out = run_rows(self.model, inputs, session, total, blocks=blocks, plan=plan, encoder=self._encoder)
         logits = self._logits(out, position)
+        _finite.check_logits(self, logits, inputs)
         if logits.shape[0] != total:
             raise RuntimeError(f"expected {total} output rows, got {logits.shape[0]}")
         return logits, session
@@ -314,6 +326,26 @@ class Model(MixingPasses):
         return Recording(
             encoding=encoding, logits=clean.logits.detach().cpu(), attentions=clean.attentions.float().cpu()
         )
+
+    def capture_keys(self, inputs: InputLike, *, truncation: bool = True) -> KeyCache:
+        """One forward pass that keeps every layer's queries and keys, not its attention: ``O(L·n·d)`` memory.
+
+        For long inputs, where :meth:`record`'s ``[L, H, n, n]`` would not fit: attention outputs come from torch's
+        fused scaled-dot-product attention, and :meth:`KeyCache.attention_rows` recomputes any block of attention
+        rows later, equal to the recorded ones (same mask, scaling, grouped-query heads, softcap and position
+        bias). Causal LMs compute logits only at the explained position. Heads gated by :meth:`gate_heads` and
+        interactions masked by :meth:`mask_interactions` apply.
+        """
+        encoding = self.prepare(inputs, truncation=truncation)
+        capture = StreamingCapture(gate=_GATE.get(), edits=_EDITS.get() or {})
+        position = self._position(encoding)
+        only = logits_only_at(self.model, position)
+        with self.engaged(), torch.no_grad(), streaming_handler(capture):
+            output = self.model(**encoding.inputs, **only)
+        logits = self._logits(output, 0 if only else position)
+        if len(capture.sites) != self.num_layers:
+            raise RuntimeError(f"expected {self.num_layers} attention sites, the pass had {len(capture.sites)}")
+        return KeyCache(encoding=encoding, logits=logits[0].detach().cpu(), sites=tuple(capture.sites))
 
     def input_embedding_module(self) -> nn.Module:
         """The module that turns token ids into word embeddings (the encoder's own, for encoder-decoders).
@@ -410,7 +442,11 @@ class Model(MixingPasses):
         """
         if self.tokenizer is None:
             raise InvalidInputError("this model has no tokenizer: pass inputs as a dict of tensors, or give tokenizer=")
-        _encoding.check_text(text, text_pair, message="{label} is empty or only whitespace; give a non-empty string")
+        _encoding.check_text(
+            text,
+            text_pair,
+            message="{label} is empty or holds only whitespace, zero-width or control characters; give text with words in it",
+        )
         tensors, truncated = _encoding.encode_text(
             self.tokenizer, text, text_pair, limit=self.max_length(), truncation=truncation
         )
@@ -431,6 +467,7 @@ class Model(MixingPasses):
             self.tokenizer,
             vocab_size=int(self.model.config.get_text_config().vocab_size),
             reads_last=self.causal or self.task == "causal-lm" or self.is_encoder_decoder,
+            limit=self.max_length(),
         )
 
     def prepare(self, inputs: InputLike, *, truncation: bool = True) -> Encoding:
@@ -545,6 +582,17 @@ class Model(MixingPasses):
 
         return randomized_copy(self, top, seed=seed)
 
+    def check_dataset(self, dataset: Any) -> None:
+        """Refuse a labelled dataset whose classes are not this model's (their number, or their names in order).
+
+        Every dataset-level analysis calls this before any work; the message names the model's classes and the
+        dataset's labels.
+
+        Raises:
+            InvalidInputError: the model and the dataset disagree.
+        """
+        _labels.check_labels(self, dataset)
+
     def resolve_target(self, target: int | None, predicted: int) -> int:
         """``target`` checked against the model's outputs (a class index, or a vocabulary id for causal LMs), or
         ``predicted`` when None."""
@@ -604,4 +652,5 @@ class Model(MixingPasses):
             return torch.empty(0, self.num_outputs)
         result = torch.empty(len(order), rows[0].shape[-1])
         result[torch.tensor(order)] = torch.cat(rows)
+        _finite.check_items(self, result, features)
         return result

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from attrflow.errors import UnsupportedModelError
+from attrflow.errors import NonFiniteError, UnsupportedModelError
+from attrflow.models._finite import describe_cause, describe_values
 from attrflow.models._interface import Session, active_session
 from attrflow.models._replay import candidate_blocks, counting_hooks, eval_mode
 
@@ -115,26 +116,60 @@ def dummy_inputs(model: Any, task: Task, *, encoder_decoder: bool) -> dict[str, 
     return {"input_ids": ids.view(1, -1), "attention_mask": torch.ones(1, ids.numel(), dtype=torch.long)}
 
 
+def check_head(wrapper: Model, output: Any) -> None:
+    """Refuse a model whose output is not the ``[1, C]`` logits (``[1, n, V]`` for causal LMs) of its task: a base
+    model without a head (``BertModel``) wrapped with ``task=...`` returns hidden states, which are not classes."""
+    model = wrapper.model
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, (tuple, list)) and output and not hasattr(output, "keys"):
+        logits = output[0]
+    config = model.config
+    if wrapper.task == "causal-lm":
+        expected, size = 3, int(config.get_text_config().vocab_size)
+    else:
+        expected, size = 2, int(getattr(config, "num_labels", 0) or 0)
+    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else None
+    if shape is not None and len(shape) == expected and (size == 0 or shape[-1] == size):
+        return
+    what = "no logits" if logits is None else f"logits of shape {shape}"
+    fields = ", ".join(getattr(output, "keys", lambda: [])()) or type(output).__name__
+    raise UnsupportedModelError(
+        f"{type(model).__name__} has no {wrapper.task} head: its output has {what} ({fields}), not the "
+        f"{'[batch, n, vocabulary]' if expected == 3 else '[batch, classes]'} logits of that task; load the model "
+        "with its head, e.g. AutoModelForSequenceClassification, AutoModelForCausalLM or "
+        "AutoModelForImageClassification"
+    )
+
+
 def probe_model(wrapper: Model) -> Probe:
     """Check that attention routes through attrflow and gives the model's own outputs; find sites and blocks.
 
     Sets ``wrapper``'s site modules (encoder-decoders) before checking layer replay, which depends on them.
 
     Raises:
-        UnsupportedModelError: the model fails on a plain input, bypasses AttentionInterface, computes attention
-            attrflow does not reproduce, or has layers with different head counts.
+        UnsupportedModelError: the model fails on a plain input, has no head for its task, bypasses
+            AttentionInterface, computes attention attrflow does not reproduce, or has layers with different head
+            counts.
+        NonFiniteError: the model's own output on a plain input is NaN or infinite.
     """
     model = wrapper.model
     dummy = dummy_inputs(model, wrapper.task, encoder_decoder=wrapper.is_encoder_decoder)
     dummy = {key: value.to(wrapper.device) for key, value in dummy.items()}
     try:
         with eval_mode(model), torch.no_grad():
-            reference = wrapper._logits(model(**dummy))
+            output = model(**dummy)
     except Exception as exc:  # any failure of the model's own code on a plain input: say which, keep the cause
         raise UnsupportedModelError(
             f"{type(model).__name__} fails on a plain {', '.join(dummy)} input before attrflow changes "
             f"anything ({type(exc).__name__}: {exc}); check the model's config"
         ) from exc
+    check_head(wrapper, output)
+    reference = wrapper._logits(output)
+    if not bool(torch.isfinite(reference).all()):
+        raise NonFiniteError(
+            f"{type(model).__name__}: the model's own output is not finite on a plain {', '.join(dummy)} input, "
+            f"before attrflow changes anything ({describe_values(reference)}){describe_cause(wrapper, dummy)}"
+        )
     session = Session(record=True)
     blocks = candidate_blocks(model)
     with wrapper.engaged(), torch.no_grad(), counting_hooks(blocks, session), active_session(session):

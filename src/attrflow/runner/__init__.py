@@ -11,6 +11,7 @@ where it stopped when started again with the same arguments. Engines: ``local`` 
 
 from attrflow.runner._options import Engine, RunOptions, resolve_run_options
 from attrflow.runner._run import RunResult, open_run, run_dataset
+from attrflow.runner._store import run_lock
 from attrflow.runner._task import Batch, DatasetTask
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "open_run",
     "resolve_run_options",
     "run_dataset",
+    "run_lock",
 ]

@@ -76,7 +76,8 @@ class RunResult:
 
     def to_pandas(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """:meth:`read_table` as a pandas DataFrame (list columns hold numpy arrays)."""
-        return self.read_table(columns).to_pandas()
+        frame: pd.DataFrame = self.read_table(columns).to_pandas()
+        return frame
 
     def consolidate(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write all records to one Parquet file sorted by ``example_id``, with the run metadata attached.

@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +40,7 @@ __all__ = [
     "RunStore",
     "atomic_write_bytes",
     "read_run_metadata",
+    "run_lock",
 ]
 
 RUN_FORMAT = "attrflow-run"
@@ -148,7 +151,7 @@ class RunStore:
     Use :meth:`open` (creates or resumes) and :meth:`close` (or ``with``).
     """
 
-    def __init__(self, out_dir: Path, metadata: dict[str, Any], lock_file: IO[str] | None) -> None:
+    def __init__(self, out_dir: Path, metadata: dict[str, Any], lock_file: _Lock | None) -> None:
         self.out_dir = out_dir
         self.metadata = metadata
         self.schema = schema_from_text(metadata["arrow_schema"])
@@ -166,7 +169,6 @@ class RunStore:
             RunLockedError: another process is writing to the directory.
             ResultFormatError: the directory is not a run directory or is damaged.
         """
-        out_dir.mkdir(parents=True, exist_ok=True)
         lock_file = _acquire_lock(out_dir)
         try:
             _remove_temporary_files(out_dir)
@@ -231,7 +233,37 @@ class RunStore:
         return target
 
 
-def _acquire_lock(out_dir: Path) -> IO[str] | None:
+@dataclass(frozen=True)
+class _Lock:
+    """One acquisition of a run directory's lock: the open lock file (None when shared with a :func:`run_lock`
+    holding the directory in this context) and what the acquisition created."""
+
+    directory: Path
+    file: IO[str] | None
+    created_dir: bool = False
+    created_file: bool = False
+
+
+# the run directories held by a run_lock() in this context (this call chain): their runs share the outer lock
+_HELD_HERE: ContextVar[frozenset[str]] = ContextVar("attrflow_held_run_directories", default=frozenset())
+
+
+def _acquire_lock(out_dir: Path) -> _Lock:
+    """Create ``out_dir`` if needed and hold its lock; inside a :func:`run_lock` of the same directory, share it."""
+    if str(out_dir.resolve()) in _HELD_HERE.get():
+        return _Lock(out_dir, None)
+    created_dir = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    created_file = not (out_dir / LOCK_FILE).exists()
+    try:
+        file = _flock(out_dir)
+    except BaseException:
+        _clean_up(out_dir, created_dir=created_dir, created_file=False)
+        raise
+    return _Lock(out_dir, file, created_dir, created_file)
+
+
+def _flock(out_dir: Path) -> IO[str] | None:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no lock, single writer is the user's duty
@@ -254,9 +286,49 @@ def _acquire_lock(out_dir: Path) -> IO[str] | None:
     return f
 
 
-def _release_lock(lock_file: IO[str] | None) -> None:
-    if lock_file is not None:
-        lock_file.close()  # closing the descriptor releases the flock
+def _release_lock(lock: _Lock | None) -> None:
+    """Give an acquisition back: closing the lock file releases the flock (a shared acquisition does nothing).
+
+    A lock file this acquisition created in a directory that did not become a run directory (no ``run.json``: the
+    directory was refused, or the work failed before it started) is removed, and so is a directory it created that
+    is left empty: a refused directory is left as it was found.
+    """
+    if lock is None or lock.file is None:
+        return
+    # removed while still held, so that no other process takes a lock on a file about to vanish
+    _clean_up(lock.directory, created_dir=lock.created_dir, created_file=lock.created_file)
+    lock.file.close()
+
+
+def _clean_up(directory: Path, *, created_dir: bool, created_file: bool) -> None:
+    if created_file and not (directory / RUN_FILE).exists():
+        with contextlib.suppress(OSError):
+            (directory / LOCK_FILE).unlink()
+    if created_dir:
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only when empty
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the lock of a run directory for a whole piece of work (created if needed; re-entrant in a process).
+
+    :func:`attrflow.run_dataset` holds it while it computes; an analysis that goes on after the runner (pruning,
+    exporting its files into the same directory) holds it for all of it, so that a second process started on the
+    same directory is refused at once instead of redoing the work and overwriting the files. Runs started inside
+    the block (in the same thread or task) share the lock; any other writer is refused.
+
+    Raises:
+        RunLockedError: another process holds the directory.
+    """
+    directory = Path(out_dir)
+    lock = _acquire_lock(directory)
+    token = _HELD_HERE.set(_HELD_HERE.get() | {str(directory.resolve())})
+    try:
+        yield directory
+    finally:
+        _HELD_HERE.reset(token)
+        _release_lock(lock)
 
 
 def _remove_temporary_files(out_dir: Path) -> None:

@@ -89,7 +89,8 @@ def naive_attattr(
     finally:
         model.set_attn_implementation("sdpa")
     result = (total * (A / steps))[0] if weights is None else (total * A)[0]
-    return result.detach()
+    detached: torch.Tensor = result.detach()
+    return detached
 
 
 def naive_attattr_layers(

@@ -70,6 +70,11 @@ built-in ``agreement`` model)."""
 
 def build(name: str, *, seed: int = 0, init_scale: float = 0.02) -> torch.nn.Module:
     """A tiny randomly initialised model of architecture ``name`` (3 layers, 4 heads, hidden 32)."""
+    model: torch.nn.Module = _build(name, seed=seed, init_scale=init_scale)
+    return model
+
+
+def _build(name: str, *, seed: int, init_scale: float) -> Any:
     torch.manual_seed(seed)
     kw: dict[str, Any] = {"initializer_range": init_scale}
     if name == "bert":

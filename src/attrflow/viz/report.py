@@ -306,6 +306,7 @@ def render_report(
     )
     data = {
         "tokens": list(result.tokens),
+        "outputPosition": int(result.output_position),
         "heads": result.num_heads,
         "perHead": per_head,
         "matrices": {
@@ -389,6 +390,7 @@ def render_attention(
     )
     data = {
         "tokens": list(recorded.tokens),
+        "outputPosition": int(recorded.output_position),
         "heads": H,
         "perHead": per_head,
         "matrices": {"attention": _encode_matrices(recorded.attentions, range(L), per_head=per_head)},

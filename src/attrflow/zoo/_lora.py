@@ -40,7 +40,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         update = nn.functional.linear(nn.functional.linear(self.dropout(x), self.lora_a), self.lora_b)
-        return self.base(x) + self.scaling * update
+        output: torch.Tensor = self.base(x) + self.scaling * update
+        return output
 
 
 def add_lora(model: nn.Module, targets: Iterable[str], *, rank: int, alpha: float, dropout: float = 0.0) -> list[str]:

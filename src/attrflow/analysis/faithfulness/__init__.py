@@ -10,6 +10,7 @@ registered method.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from attrflow.analysis.faithfulness.evaluate import (
@@ -61,7 +62,7 @@ def __getattr__(name: str) -> Any:
     def scored() -> tuple[str, ...]:
         return tuple(m for m in method_names() if not get_method(m).baseline)
 
-    lists = {
+    lists: dict[str, Callable[[], tuple[str, ...]]] = {
         "METHODS": scored,
         "LAYERWISE_METHODS": lambda: tuple(m for m in scored() if get_method(m).per_layer),
         "GRADIENT_METHODS": lambda: tuple(m for m in scored() if not get_method(m).per_layer),

@@ -483,7 +483,12 @@ def faithfulness(
     )
     for name in faith.scored:
         get_method(name).check_options(faith.options_for(name))
+    if not isinstance(model, Model) and run_options.engine == "local":
+        model = load_model(
+            os.fspath(model), device=device
+        )  # loaded once, here: its classes are checked against the data
     if isinstance(model, Model):
+        model.check_dataset(dataset)
         _check_model(model, faith)
     subset = select_examples(dataset, examples, selection, seed)
     task = FaithfulnessTask(model, faith, device=device)

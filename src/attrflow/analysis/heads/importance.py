@@ -420,6 +420,8 @@ def head_importance(
     if not ranking.needs_data:
         loaded = resolve_model(model, device=device)
         return random_importance(loaded.num_layers, loaded.num_heads, seed=seed, method=method)
+    if isinstance(model, Model):
+        model.check_dataset(dataset)
     subset = sample(dataset, examples, selection=selection, seed=seed)
     task = HeadScoresTask(
         model,

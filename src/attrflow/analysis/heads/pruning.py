@@ -307,6 +307,7 @@ def prune_curve(
         InvalidInputError: bad fractions or rankings, an empty dataset, or a checkpoint of another evaluation.
     """
     loaded = resolve_model(model, device=device)
+    loaded.check_dataset(dataset)
     check_int("batch_size", batch_size, minimum=1)
     rankings = _as_rankings(importance)
     L, H = loaded.num_layers, loaded.num_heads

@@ -8,6 +8,7 @@ from that table and prunes each ranking on the evaluation set (resumable too).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -39,7 +40,7 @@ from attrflow.errors import InvalidInputError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS, Steps
 from attrflow.methods.quadrature import Rule
 from attrflow.models import Model
-from attrflow.runner import RunOptions, resolve_run_options
+from attrflow.runner import RunOptions, resolve_run_options, run_lock
 from attrflow.storage import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -365,11 +366,47 @@ def analyze_heads(
 
     Returns:
         The :class:`HeadsAnalysis`; ``.export(dir)`` writes ``heads.json``, ``heads.html`` and ``pruning.png``.
+
+    Raises:
+        InvalidInputError: the model's classes are not the dataset's (their number or names), or a bad option.
+        RunLockedError: another process works in the run directory (it is held for the whole study).
     """
+    settings: dict[str, Any] = dict(examples=examples, eval_examples=eval_examples, selection=selection)
+    settings.update(fractions=fractions, steps=steps, rule=rule, taylor_objective=taylor_objective, seed=seed)
+    settings.update(top_k=top_k, batch_size=batch_size, eval_batch_size=eval_batch_size, device=device)
     options = resolve_run_options(run, legacy_run_options, caller="analyze_heads")
     chosen = check_rankings("methods", ranking_names() if methods is None else methods)
     rule_of_target = target_rule(target)
+    # the run directory is held for the whole study (scores, pruning), not only while the runner scores
+    with contextlib.nullcontext() if options.out_dir is None else run_lock(options.out_dir):
+        return _analyze(model, dataset, eval_dataset, chosen, rule_of_target, options, **settings)
+
+
+def _analyze(
+    model: Model | str | os.PathLike[str],
+    dataset: Sequence[Any],
+    eval_dataset: Sequence[Any] | None,
+    chosen: Sequence[str],
+    rule_of_target: TargetRule,
+    options: RunOptions,
+    *,
+    examples: int | None,
+    eval_examples: int | None,
+    selection: Selection,
+    fractions: Sequence[float],
+    steps: Steps,
+    rule: Rule,
+    taylor_objective: TaylorObjective,
+    seed: int,
+    top_k: int,
+    batch_size: int | None,
+    eval_batch_size: int,
+    device: str | None,
+) -> HeadsAnalysis:
     loaded = resolve_model(model, device=device)
+    loaded.check_dataset(dataset)
+    if eval_dataset is not None and eval_dataset is not dataset:
+        loaded.check_dataset(eval_dataset)
     task_options: dict[str, Any] = dict(target=rule_of_target, steps=steps, rule=rule, top_k=top_k)
     task_options.update(taylor_objective=taylor_objective, batch_size=batch_size, device=device)
     importances, run_settings, used = _study_importances(

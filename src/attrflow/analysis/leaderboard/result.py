@@ -443,7 +443,8 @@ def _nanmean(curves: np.ndarray) -> np.ndarray:
     finite = np.isfinite(curves)
     counts = finite.sum(axis=0)
     sums = np.where(finite, curves, 0.0).sum(axis=0)
-    return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+    mean: np.ndarray = np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+    return mean
 
 
 def _json(value: float) -> float | None:

@@ -223,6 +223,7 @@ def attack(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     loaded = as_model(model)
     check_classifier(loaded)
+    loaded.check_dataset(dataset)
     triggers = _choose_triggers(patterns, top, ratio, min_score)
     labelled = _labelled(dataset, examples, selection, seed)
     names = label_names(dataset, loaded)

@@ -301,6 +301,7 @@ def mine_patterns(
     chosen = take_sample(dataset, examples, selection=selection, seed=seed)
     loaded = as_model(model)
     check_classifier(loaded)
+    loaded.check_dataset(dataset)
     task = _mining_task(model, loaded, options.engine, steps=steps, rule=rule)
     subset = _long_enough(dataset, chosen, loaded, min_tokens)
     with contextlib.ExitStack() as stack:

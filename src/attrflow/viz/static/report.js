@@ -95,7 +95,33 @@
     for (var k = 0; k < layerSelect.options.length; k++) {
       if (layerSelect.options[k].textContent === previous) keep = k;
     }
-    layerSelect.selectedIndex = keep >= 0 ? keep : layerSelect.options.length - 1;
+    layerSelect.selectedIndex = keep >= 0 ? keep : initialRow(kindSelect.value);
+  }
+
+  // query rows whose |values| (summed over heads) reach 1e-3 of the largest row: the rows that carry anything
+  function activeRows(kind, row, head) {
+    var m = matrix(kind, row, head);
+    var mass = [];
+    var largest = 0;
+    for (var q = 0; q < n; q++) {
+      var total = 0;
+      for (var key = 0; key < n; key++) total += Math.abs(m[q * n + key]);
+      mass.push(total);
+      largest = Math.max(largest, total);
+    }
+    var active = [];
+    mass.forEach(function (total, q) { if (largest > 0 && total >= 1e-3 * largest) active.push(q); });
+    return active;
+  }
+
+  // open on the highest layer where more than one query row is non-zero: the top layer of an attribution holds
+  // only the explained position's row (nothing else reaches the output), which shows little
+  function initialRow(kind) {
+    var spec = DATA.matrices[kind];
+    for (var row = spec.layers.length - 1; row >= 0; row--) {
+      if (activeRows(kind, row, "mean").length > 1) return row;
+    }
+    return spec.layers.length - 1;
   }
 
   function draw() {
@@ -134,10 +160,19 @@
     canvas.setAttribute("data-kind", kind);
     canvas.setAttribute("data-layer", String(spec.layers[row]));
     canvas.setAttribute("data-head", head);
+    var active = activeRows(kind, row, head);
+    var why = "";
+    if (active.length === 1) {
+      var q = active[0];
+      why = ". Only the row of \u201c" + tokens[q] + "\u201d is non-zero" +
+        (kind === "attribution" && q === DATA.outputPosition
+          ? ": the prediction reads this position's output, and in this layer nothing else reaches it"
+          : "");
+    }
     caption.textContent = (kind === "attribution" ? "attribution" : "attention probabilities") +
       ", layer " + spec.layers[row] + ", " + (head === "mean" ? "mean over heads" : "head " + head) +
       "; rows: query (who attends), columns: key (attended to); colour scale \u00b1" + vmax.toPrecision(3) +
-      (kind === "attribution" ? " (red positive, blue negative)" : "");
+      (kind === "attribution" ? " (red positive, blue negative)" : "") + why;
     readout.textContent = "\u00a0";
   }
 
