@@ -17,6 +17,12 @@ What each row measures (the issue's letters):
 * ``rollout-recorded``: the same scores through the recorded attention (the path below the threshold).
 * ``flow`` (d): exact attention flow of the last position at the last layer (``layers=-1``), recorded attention.
 * ``flow-bounds``: certified bounds on flow at every layer from attention rows (``flow_bounds``).
+* ``attattr`` (c): AttAttr token scores of the last position, ``attribute(model, ids, keep="tokens")`` (streaming
+  branching passes, gradients reduced as they come), over ``--attattr-layers`` (default: layer 0 alone, the
+  deepest branch point and so the largest pass: the peak of a run over every layer; the time of every layer is
+  ``attattr_all_layers_s``, extrapolated from the rows run by the count of layer-rows).
+* ``attattr-full``: the same with ``keep="full"``, the ``[L, H, n, n]`` tensors (its estimate from the counts is
+  :func:`attrflow.methods.attribution.full_memory`).
 
 Materialised computations whose estimated peak exceeds ``--max-gb`` are not run; the table gives their size
 computed from the counts instead.
@@ -68,8 +74,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 8192,
     },
 }
-WHAT = ("forward", "record", "rows", "rollout-recorded", "flow", "flow-bounds")
-MATERIALISED = ("record", "rollout-recorded", "flow")
+WHAT = ("forward", "record", "rows", "rollout-recorded", "flow", "flow-bounds", "attattr", "attattr-full")
+MATERIALISED = ("record", "rollout-recorded", "flow", "attattr-full")
 
 
 def _status(field: str) -> int:
@@ -120,11 +126,65 @@ def materialised_estimate(shape: str, n: int, what: str) -> int:
     float64 graph and rollout ``[L, n, n]`` (``2·L·n²·8``), or the recording's peak if larger.
     """
     c = counts(shape)
+    if what == "attattr-full":
+        return attattr_full_estimate(shape, n)
     attention = c["L"] * c["H"] * n * n * 4
     recording = 3 * attention + n * int(SHAPES[shape]["vocab_size"]) * 4
     if what == "record":
         return recording
     return max(recording, 4 * attention + 2 * c["L"] * n * n * 8)
+
+
+def _widths(shape: str) -> tuple[int, int, int]:
+    """Hidden and MLP widths and the vocabulary of a shape."""
+    config = SHAPES[shape]
+    hidden = int(config.get("hidden_size", config.get("n_embd", 0)))
+    return hidden, int(config.get("intermediate_size", 4 * hidden)), int(config["vocab_size"])
+
+
+def attattr_full_estimate(shape: str, n: int, steps: int = 4) -> int:
+    """Peak bytes of ``attribute(..., keep="full")`` over every layer by the counts (float32; the formula of
+    :func:`attrflow.methods.attribution.full_memory`): the recorded and in-graph attention 2·L·e·4, the float64
+    gradients at each of the m points and the attributions (8m + 12)·L·e, the result's attention 4·L·e, one
+    pass of two rows 2·L·(24·e + 64·n·d), with e = H·n²."""
+    c = counts(shape)
+    hidden, _, _ = _widths(shape)
+    entries = c["H"] * n * n
+    return c["L"] * entries * (12 + 8 * steps + 12) + 2 * c["L"] * (24 * entries + 64 * n * hidden)
+
+
+def attattr_kept_estimate(shape: str, n: int, rows: int = 1) -> int:
+    """Peak bytes of one streaming pass branching at layer 0 by the counts (the formula of
+    :func:`attrflow.methods._kept.kept_pass_memory`, float32): per row the checkpointed blocks' 5·L·n·d·4 and two
+    blocks' activations 2·n·(8d + 6f)·4, the branched site's 16·e, the logits 12·V; the interpolation rows'
+    gradients and products 8·e each, the clean probabilities 4·e."""
+    c = counts(shape)
+    hidden, inner, vocab = _widths(shape)
+    entries = c["H"] * n * n
+    per_row = (c["L"] * 5 * hidden + 2 * (8 * hidden + 6 * inner)) * n * 4 + entries * 16 + 12 * vocab
+    return (1 + rows) * per_row + rows * entries * 8 + entries * 4
+
+
+def _attattr(model: Any, encoding: Any, what: str, layers: list[int], steps: int) -> dict[str, Any]:
+    """Run (c) and say what it computed: the passes, rows, completeness gap and peak memory of the result."""
+    import attrflow
+
+    keep = "tokens" if what == "attattr" else "full"
+    result = attrflow.attribute(model, encoding, steps=steps, layers=layers, keep=keep)
+    rows = int(result.settings.get("rows", 0))
+    layer_rows = sum(model.num_layers - layer for layer in layers)
+    every = sum(model.num_layers - layer for layer in range(model.num_layers))
+    return {
+        "layers": layers,
+        "steps": steps,
+        "passes": result.settings.get("passes"),
+        "rows": rows,
+        "max_gap": float(result.completeness_gap.abs().max()),
+        "peak_memory_reported_mb": result.settings["peak_memory"] / 2**20,
+        "largest_pass_estimate_mb": result.settings.get("largest_pass_estimate", 0) / 2**20,
+        # each row crosses the layers above its branch point: time scales with the layer-rows
+        "layer_rows_scale": every / layer_rows,
+    }
 
 
 def child(shape: str, n: int, what: str, threads: int) -> dict[str, Any]:
@@ -161,12 +221,21 @@ def child(shape: str, n: int, what: str, threads: int) -> dict[str, Any]:
                 attrflow.token_scores(model, encoding, "flow", layers=-1)
             except attrflow.InvalidInputError as exc:
                 extra["refused"] = str(exc)
+        elif what in ("attattr", "attattr-full"):
+            chosen = os.environ.get("BENCH_ATTATTR_LAYERS", "0")
+            # the materialised path is what explaining the whole model needs: every layer
+            layers = list(range(model.num_layers)) if what == "attattr-full" else [int(x) for x in chosen.split(",")]
+            steps = int(os.environ.get("BENCH_ATTATTR_STEPS", "4"))
+            with torch.enable_grad():
+                extra.update(_attattr(model, encoding, what, layers, steps))
         else:
             result = attrflow.token_scores(model, encoding, "flow_bounds")
             extra["max_bound_width"] = result.diagnostics["max_bound_width"]
             extra["mean_bound_width"] = float((result.bounds[1] - result.bounds[0])[-1].mean())
     seconds = time.perf_counter() - start
     peak = _status("VmHWM") - before
+    if "layer_rows_scale" in extra:
+        extra["attattr_all_layers_s"] = seconds * extra.pop("layer_rows_scale")
     return {
         "shape": shape,
         "n": n,
@@ -201,6 +270,12 @@ def _cell(result: dict[str, Any], estimate: int | None) -> str:
     if "refused" in result:
         found = re.search(r"estimated ([^,]+?) on one core", result["refused"])
         return f"refused in {result['seconds']:.1f} s (estimated {found.group(1) if found else '?'})"
+    if result["what"] == "attattr":
+        return (
+            f"{result['seconds']:.0f} s (every layer ≈ {result['attattr_all_layers_s'] / 60:,.0f} min), "
+            f"{result['peak_mb']:,.0f} MB (counts: {result['largest_pass_estimate_mb']:,.0f} MB for "
+            f"{result['rows']} rows in {result['passes']} passes), gap {result['max_gap']:.0e}"
+        )
     return f"{result['seconds']:.1f} s, {result['peak_mb']:,.0f} MB{computed}"
 
 
@@ -213,12 +288,19 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=3.0, help="run materialised computations up to this estimate")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
     parser.add_argument("--json", type=Path, help="also write every result to this file")
+    parser.add_argument(
+        "--attattr-layers", default="0", help="layers of (c), comma-separated (default 0: the largest pass)"
+    )
+    parser.add_argument("--steps", type=int, default=4, help="quadrature points of (c) (Gauss-Lobatto)")
     parser.add_argument("--child", nargs=3, metavar=("SHAPE", "N", "WHAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         shape, n, what = args.child
         print(json.dumps(child(shape, int(n), what, args.threads)))
         return
+    # (c)'s options reach the children through the environment (their command line is the shared one)
+    os.environ["BENCH_ATTATTR_LAYERS"] = args.attattr_layers
+    os.environ["BENCH_ATTATTR_STEPS"] = str(args.steps)
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
     results = []
     for shape in args.shapes:

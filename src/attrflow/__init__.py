@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "Encoding": "attrflow.models",
     "load_model": "attrflow.models",
     "attribute": "attrflow.methods",
+    "Keep": "attrflow.methods",
+    "Target": "attrflow.methods.targets",
     "AttentionAttributor": "attrflow.methods",
     "record_attention": "attrflow.methods",
     "token_scores": "attrflow.methods.api",
@@ -206,6 +208,9 @@ if TYPE_CHECKING:
         AttentionAttributor as AttentionAttributor,
     )
     from attrflow.methods import (
+        Keep as Keep,
+    )
+    from attrflow.methods import (
         attribute as attribute,
     )
     from attrflow.methods import (
@@ -240,6 +245,7 @@ if TYPE_CHECKING:
         register_method as register_method,
     )
     from attrflow.methods.sinks import sink_share as sink_share
+    from attrflow.methods.targets import Target as Target
     from attrflow.models import (
         Encoding as Encoding,
     )

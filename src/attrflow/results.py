@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 
@@ -322,22 +322,58 @@ class TokenScores:
         return f"TokenScores(method={self.method!r}, scores[{shape}], top: {top})"
 
 
-@dataclass(frozen=True, eq=False)
+class _Kept:
+    """A tensor field that a result may lack (``attrflow.attribute(..., keep=...)``): reading it then raises an
+    error that says how to get it, instead of giving None to code that needs the tensor."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: Any = None) -> _Kept: ...
+    @overload
+    def __get__(self, obj: object, owner: Any = None) -> torch.Tensor: ...
+    def __get__(self, obj: object | None, owner: Any = None) -> torch.Tensor | _Kept:
+        if obj is None:
+            raise AttributeError(self.name)  # no class-level default: the dataclass field stays required
+        value: torch.Tensor | None = obj.__dict__[self.name]
+        if value is None:
+            keep = getattr(obj, "settings", {}).get("keep")
+            raise InvalidInputError(
+                f"this attribution kept {keep!r}, not the full {self.name} tensor [layers, heads, n, n]; run "
+                f"attrflow.attribute(..., keep='full') for it (it needs memory in L·H·n²), or read token_totals, "
+                "head_totals and top_interactions()"
+            )
+        return value
+
+    def __set__(self, obj: object, value: torch.Tensor | None) -> None:
+        obj.__dict__[self.name] = value
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class AttentionAttribution:
     """Self-attention attribution of one input (Hao et al., AAAI 2021).
+
+    A result of ``keep="full"`` holds the ``[L, H, n, n]`` tensors; one of ``keep="tokens"`` or
+    ``keep=Keep(...)`` (long inputs) holds only the reductions (:attr:`token_totals`, :attr:`head_totals`, the top
+    interactions of each head): reading :attr:`attributions` or :attr:`attentions` then raises
+    :class:`~attrflow.errors.InvalidInputError` saying so (:attr:`has_full` tells beforehand).
 
     Attributes:
         tokens: the n real tokens of the input (no padding), as the tokenizer spells them.
         attributions: float32 ``[len(layers), H, n, n]``; entry ``[l, h, i, j]`` is the attribution of the
             interaction "query token i attends to key token j" in head h of layer ``layers[l]``:
-            ``A ⊙ ∫₀¹ ∂F(α·A)/∂A dα``, signed.
+            ``A ⊙ ∫₀¹ ∂F(α·A)/∂A dα``, signed. Absent (None given) when only reductions were kept.
         attentions: float32 ``[num_layers, H, n, n]``: the attention probabilities of every layer on the clean
-            input (all layers, also when ``layers`` selects fewer).
+            input (all layers, also when ``layers`` selects fewer). Absent when only reductions were kept.
         layers: the model layers (0-based) that the rows of ``attributions`` belong to.
-        target: the explained output: a class index, or for causal LMs a vocabulary id of the next token.
-        target_label: a readable name for ``target`` (``id2label`` or the decoded token), if known.
+        target: the explained output: a class index, or for causal LMs a vocabulary id of the next token (for a
+            continuation span its first token, for a contrast the first alternative; ``settings["objective"]``
+            holds the whole target and what F is).
+        target_label: a readable name for ``target`` (``id2label`` or the decoded token; a span's text), if known.
         predicted: the model's prediction on the clean input (class index or next-token id).
-        probability: F on the clean input: the softmax probability of ``target``.
+        probability: F on the clean input: the softmax probability of ``target`` (a log-probability for span and
+            contrastive targets: ``settings["objective"]["quantity"]``).
         baseline_probability: float32 ``[len(layers)]``: F with that layer's attention set to zero (α = 0).
         completeness_gap: float32 ``[len(layers)]``: ``Σ attributions[l] − (probability − baseline[l])``, the
             quadrature error of the integrated-gradients identity for each layer.
@@ -346,12 +382,20 @@ class AttentionAttribution:
         special_mask: True for special tokens ([CLS], [SEP], BOS, ...).
         output_position: the token position whose output is explained (0 for [CLS]-pooled classifiers, the last
             position for causal LMs; -1 when the classifier pools in another way).
-        settings: the options the result was computed with (rule, steps, model, task, ...).
+        settings: the options the result was computed with (rule, steps, model, task, keep, peak_memory, ...).
+        token_totals: float32 ``[len(layers), n]``: ``Σ_h Σ_i attributions[l, h, i, j]``, the attribution of
+            everything read from token j in layer l (computed from the full tensor when it is kept).
+        head_totals: float32 ``[len(layers), H]``: ``Σ_i Σ_j attributions[l, h, i, j]`` per head.
+        top_values: float32 ``[len(layers), H, k]``: each head's k largest attributions, largest first (kept with
+            ``Keep(top_k=k)``), else None.
+        top_indices: int64 ``[len(layers), H, k, 2]``: the ``(query i, key j)`` of each of ``top_values``.
+        top_rest: float32 ``[len(layers), H]``: the exact sum of each head's attributions left out of the top k
+            (``head_totals − Σ top_values``).
     """
 
     tokens: tuple[str, ...]
-    attributions: torch.Tensor
-    attentions: torch.Tensor
+    attributions: _Kept = _Kept()
+    attentions: _Kept = _Kept()
     layers: tuple[int, ...]
     target: int
     target_label: str | None
@@ -364,28 +408,61 @@ class AttentionAttribution:
     special_mask: tuple[bool, ...] = ()
     output_position: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)
+    token_totals: torch.Tensor | None = None
+    head_totals: torch.Tensor | None = None
+    top_values: torch.Tensor | None = None
+    top_indices: torch.Tensor | None = None
+    top_rest: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        n = len(self.tokens)
-        if self.attributions.dim() != 4 or self.attributions.shape[2:] != (n, n):
-            raise InvalidInputError(
-                f"attributions must be [layers, heads, {n}, {n}], got {tuple(self.attributions.shape)}"
-            )
-        if self.attributions.shape[0] != len(self.layers):
-            raise InvalidInputError("attributions has one row per entry of `layers`")
-        if self.attentions.dim() != 4 or self.attentions.shape[2:] != (n, n):
-            raise InvalidInputError(f"attentions must be [num_layers, heads, {n}, {n}]")
+        n, rows = len(self.tokens), len(self.layers)
+        if self.has_full:
+            if self.attributions.dim() != 4 or self.attributions.shape[2:] != (n, n):
+                raise InvalidInputError(
+                    f"attributions must be [layers, heads, {n}, {n}], got {tuple(self.attributions.shape)}"
+                )
+            if self.attributions.shape[0] != rows:
+                raise InvalidInputError("attributions has one row per entry of `layers`")
+            if self.attentions.dim() != 4 or self.attentions.shape[2:] != (n, n):
+                raise InvalidInputError(f"attentions must be [num_layers, heads, {n}, {n}]")
+            full = self.attributions.double()
+            object.__setattr__(self, "token_totals", full.sum(dim=(1, 2)).float())
+            object.__setattr__(self, "head_totals", full.sum(dim=(2, 3)).float())
+        if self.token_totals is None or self.head_totals is None:
+            raise InvalidInputError("an attribution needs the full tensors or token_totals and head_totals")
+        if self.token_totals.shape != (rows, n):
+            raise InvalidInputError(f"token_totals must be [{rows}, {n}], got {tuple(self.token_totals.shape)}")
+        if self.head_totals.dim() != 2 or self.head_totals.shape[0] != rows:
+            raise InvalidInputError(f"head_totals must be [{rows}, heads], got {tuple(self.head_totals.shape)}")
+        top = (self.top_values, self.top_indices, self.top_rest)
+        if any(t is not None for t in top) and not (
+            self.top_values is not None
+            and self.top_indices is not None
+            and self.top_rest is not None
+            and self.top_values.shape[:2] == self.head_totals.shape
+            and self.top_indices.shape == (*self.top_values.shape, 2)
+            and self.top_rest.shape == self.head_totals.shape
+        ):
+            raise InvalidInputError("top_values [layers, H, k], top_indices [layers, H, k, 2] and top_rest go together")
 
     # ------------------------------------------------------------------ shapes
     @property
+    def has_full(self) -> bool:
+        """Whether the full ``[L, H, n, n]`` tensors were kept (``keep="full"``)."""
+        return self.__dict__.get("attributions") is not None and self.__dict__.get("attentions") is not None
+
+    @property
     def num_layers(self) -> int:
         """Number of layers of the model (rows of ``attentions``)."""
+        if not self.has_full:
+            return int(self.settings.get("num_layers", max(self.layers, default=-1) + 1))
         return int(self.attentions.shape[0])
 
     @property
     def num_heads(self) -> int:
         """Number of attention heads per layer."""
-        return int(self.attentions.shape[1])
+        assert self.head_totals is not None
+        return int(self.head_totals.shape[1])
 
     def layer_row(self, layer: int) -> int:
         """Row of ``attributions`` that holds model layer ``layer`` (negative indices count from the end)."""
@@ -400,10 +477,43 @@ class AttentionAttribution:
     # ------------------------------------------------------------------ reductions
     def head_scores(self) -> torch.Tensor:
         """Maximum attribution of every head, ``[len(layers), H]`` (the paper's head importance for one input)."""
+        if not self.has_full and self.top_values is not None and self.top_values.shape[-1] > 0:
+            return self.top_values[..., 0]
         return self.attributions.flatten(2).amax(dim=-1)
+
+    def _top(self, k: int) -> tuple[list[float], list[tuple[int, int, int, int]]]:
+        """The k largest entries as scores and ``(row, head, query, key)``, from the full tensor or the kept top-k."""
+        if self.has_full:
+            flat = self.attributions.flatten()
+            scores, idx = torch.topk(flat, min(k, flat.numel()))
+            _, H, n, _ = self.attributions.shape
+            where = []
+            for i in idx.tolist():
+                row, rest = divmod(i, H * n * n)
+                head, rest = divmod(rest, n * n)
+                where.append((row, head, *divmod(rest, n)))
+            return scores.tolist(), where
+        if self.top_values is None or self.top_indices is None or self.top_values.shape[-1] < k:
+            kept = 0 if self.top_values is None else int(self.top_values.shape[-1])
+            raise InvalidInputError(
+                f"this attribution kept the top {kept} interactions of each head; ask for at most {kept}, or run "
+                f"attrflow.attribute(..., keep=attrflow.Keep(top_k={k}))"
+            )
+        L, H, kept = self.top_values.shape
+        scores, idx = torch.topk(self.top_values.flatten(), min(k, L * H * kept))
+        where = []
+        for i in idx.tolist():
+            row, rest = divmod(i, H * kept)
+            head, rank = divmod(rest, kept)
+            q, key = self.top_indices[row, head, rank].tolist()
+            where.append((row, head, int(q), int(key)))
+        return scores.tolist(), where
 
     def top_interactions(self, k: int = 10) -> pd.DataFrame:
         """The k largest attribution entries over all layers and heads, largest first.
+
+        Exact also for a result that kept the top-k of each head (``keep=Keep(top_k=K)``, k ≤ K): the k largest
+        entries overall are among every head's K largest.
 
         Returns:
             A DataFrame with columns ``layer, head, from_index, from_token, to_index, to_token, score``;
@@ -414,15 +524,8 @@ class AttentionAttribution:
 
         if k < 1:
             raise InvalidInputError(f"k must be at least 1, got {k}")
-        flat = self.attributions.flatten()
-        k = min(k, flat.numel())
-        scores, idx = torch.topk(flat, k)
-        _, H, n, _ = self.attributions.shape
         rows = []
-        for score, i in zip(scores.tolist(), idx.tolist(), strict=True):
-            row, rest = divmod(i, H * n * n)
-            head, rest = divmod(rest, n * n)
-            q, key = divmod(rest, n)
+        for score, (row, head, q, key) in zip(*self._top(k), strict=True):
             rows.append(
                 {
                     "layer": self.layers[row],
@@ -525,12 +628,18 @@ class AttentionAttribution:
         }
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "attributions": self.attributions,
-            "attentions": self.attentions,
+        tensors = {
             "baseline_probability": self.baseline_probability,
             "completeness_gap": self.completeness_gap,
         }
+        if self.has_full:
+            tensors.update(attributions=self.attributions, attentions=self.attentions)
+            return tensors
+        for name in ("token_totals", "head_totals", "top_values", "top_indices", "top_rest"):
+            value = getattr(self, name)
+            if value is not None:
+                tensors[name] = value
+        return tensors
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the result to one ``.safetensors`` file (tensors + JSON metadata), atomically.
@@ -558,8 +667,8 @@ class AttentionAttribution:
         seg = meta.get("segment_ids")
         return cls(
             tokens=tuple(meta["tokens"]),
-            attributions=tensors["attributions"],
-            attentions=tensors["attentions"],
+            attributions=tensors.get("attributions"),
+            attentions=tensors.get("attentions"),
             layers=tuple(int(x) for x in meta["layers"]),
             target=int(meta["target"]),
             target_label=meta.get("target_label"),
@@ -572,6 +681,11 @@ class AttentionAttribution:
             special_mask=tuple(bool(x) for x in meta.get("special_mask", [])),
             output_position=int(meta.get("output_position", 0)),
             settings=dict(meta.get("settings", {})),
+            token_totals=tensors.get("token_totals"),
+            head_totals=tensors.get("head_totals"),
+            top_values=tensors.get("top_values"),
+            top_indices=tensors.get("top_indices"),
+            top_rest=tensors.get("top_rest"),
         )
 
     def __repr__(self) -> str:

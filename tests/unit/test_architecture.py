@@ -23,6 +23,7 @@ RANK = {
     "_optional": 1,
     "validation": 1,
     "storage": 1,
+    "memory": 1,
     "results": 2,
     "flow": 2,
     "data": 2,

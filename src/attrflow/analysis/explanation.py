@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.methods.api import measured_compute
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
 from attrflow.methods.context import ExplainContext
 from attrflow.methods.quadrature import Rule
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from attrflow.analysis.tree import AttributionTree
+    from attrflow.methods.targets import TargetLike
 
 __all__ = ["Explanation", "default_methods", "explain"]
 
@@ -192,7 +194,7 @@ def explain(
     inputs: Any,
     *,
     methods: Sequence[str | Method] | str | None = None,
-    target: int | None = None,
+    target: TargetLike = None,
     position: int | None = None,
     steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
@@ -208,7 +210,8 @@ def explain(
         methods: registered method names (a list or a comma-separated string); default those marked for explain
             (``attrflow.explain.default_methods()``: AttAttr, raw attention, rollout, flow). A named method that
             cannot explain the model is an error; a default one is skipped (see :attr:`Explanation.skipped`).
-        target: output to explain (default: the prediction).
+        target: output to explain (default: the prediction); causal LMs also take a continuation string or a
+            ``(a, b)`` contrast (see :func:`attrflow.token_scores`).
         position: the output position attention-derived methods read (default: the model's explained position).
         steps, rule: the quadrature of every method that integrates (AttAttr, integrated gradients).
         tree_threshold: τ of the attribution tree (drawn when ``attattr`` runs).
@@ -241,12 +244,12 @@ def explain(
     for k, (method, method_options) in enumerate(runs):
         if progress is not None:
             progress(method.name, k, len(runs))
-        scores[method.name] = method.compute(context, **method_options)
+        scores[method.name] = measured_compute(method, context, **method_options)
     if progress is not None:
         progress("", len(runs), len(runs))
     attribution = context.last_attribution
     tree = None
-    if attribution is not None:
+    if attribution is not None and attribution.has_full:
         from attrflow.analysis.tree import attribution_tree
 
         tree = attribution_tree(attribution, threshold=threshold)

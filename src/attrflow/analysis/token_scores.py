@@ -17,6 +17,7 @@ from attrflow.methods.api import token_scores
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_STEPS
 from attrflow.methods.occlusion import Replacement, replacement_id, token_features
 from attrflow.methods.quadrature import Rule
+from attrflow.methods.targets import TargetLike
 from attrflow.models import Model
 from attrflow.validation import REDUCTIONS, HeadFusion, Reduction, check_int
 
@@ -124,7 +125,7 @@ def attattr_scores(
     model: Model | nn.Module,
     inputs: Any,
     *,
-    target: int | None = None,
+    target: TargetLike = None,
     layer: int | None = None,
     steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
@@ -139,7 +140,8 @@ def attattr_scores(
     Args:
         model: an :class:`attrflow.Model` (or a transformers model).
         inputs: a string, a ``(text, text_pair)`` tuple, a dict of batch-1 tensors, or an ``Encoding``.
-        target: output to explain; default the predicted class.
+        target: output to explain; default the predicted class (see :func:`attrflow.token_scores` for spans and
+            contrasts).
         layer: one layer (negatives ok), or None for the sum over all layers.
         steps, rule, batch_size: as for :func:`attrflow.attribute`.
     """
@@ -153,7 +155,7 @@ def blankout_scores(
     model: Model | nn.Module,
     inputs: Any,
     *,
-    target: int | None = None,
+    target: TargetLike = None,
     replacement: Replacement = "unk",
     batch_size: int = 32,
 ) -> torch.Tensor:

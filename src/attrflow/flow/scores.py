@@ -80,10 +80,12 @@ def attention_token_scores(
     num_layers, _, n, _ = attentions.shape
     chosen = resolve_layers(layers, num_layers)
     position = resolve_index("position", position, n)
-    attentions = attentions.detach().float().cpu()
+    attentions = attentions.detach().cpu()
+    if attentions.dtype not in (torch.float16, torch.bfloat16):  # half types kept: the row checks allow their rounding
+        attentions = attentions.float()
     excluded = None if exclude is None or not bool(exclude.any()) else exclude.cpu().numpy()
     if method == "attention":
-        fused = fuse_heads(attentions[list(chosen)], head_fusion)
+        fused = fuse_heads(attentions[list(chosen)].float(), head_fusion)
         if excluded is not None:
             fused = fused.masked_fill(torch.from_numpy(excluded), 0.0)
             sums = fused.sum(dim=-1, keepdim=True)

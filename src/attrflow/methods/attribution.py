@@ -11,12 +11,18 @@ row 0 with layer l's attention replaced by α·A, so the layers below l are comp
 for the completeness gap; the α = 1 point of rules that have one (gauss-lobatto, riemann-right) needs no row: the
 gradient at row 0 gives ∂F/∂A_l at α = 1 for every layer at once. Work in layer-rows: L + Σ_l (L − l)·rows,
 against L·L·m for the paper's algorithm run naively.
+
+Long inputs (``keep="tokens"`` or ``keep=Keep(top_k=k)``): the full result holds ``[L, H, n, n]`` tensors, and
+computing it keeps every layer's attention and the gradients at every α. With ``keep`` set, the engine of
+:mod:`attrflow.methods._kept` reduces each gradient·A product as soon as it is computed, runs the interpolation
+rows in memory-bounded chunks, and never stores ``[L, H, n, n]``; see docs/long-inputs.md for the memory model.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +30,9 @@ import torch
 from torch import nn
 
 from attrflow.errors import InvalidInputError, NonFiniteError
+from attrflow.memory import PeakMemory, available_memory, format_bytes
 from attrflow.methods.quadrature import RULES, Rule, quadrature
+from attrflow.methods.targets import Target, TargetLike, prepare_target
 from attrflow.models import BranchPass, Encoding, Model, load_model
 from attrflow.results import AttentionAttribution
 
@@ -40,14 +48,58 @@ __all__ = [
     "DEFAULT_STEPS",
     "DEFAULT_TOLERANCE",
     "AttentionAttributor",
+    "Keep",
+    "KeepLike",
     "Steps",
     "attribute",
+    "check_keep",
     "check_steps",
+    "fits_full",
+    "full_memory",
     "resolve_layers",
 ]
 
 
 Steps = int | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class Keep:
+    """What :func:`attribute` keeps of the ``[L, H, n, n]`` attributions when they are too large to keep whole.
+
+    Always kept: the token totals ``Σ_h Σ_i Attr[l, h, i, j]`` (``[L, n]``, what the ``attattr`` token scores
+    are) and the head totals ``Σ_i Σ_j Attr[l, h, i, j]`` (``[L, H]``), and the completeness gap of every layer.
+
+    Attributes:
+        top_k: also the k largest interactions of every layer and head, with the exact sum of the rest (0: none).
+            Needs one ``[H, n, n]`` float32 buffer per layer being integrated (at most two at a time).
+    """
+
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
+            raise InvalidInputError(f"Keep(top_k=...) must be a whole number >= 0, got {self.top_k!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (for ``settings["keep"]``)."""
+        return {"tokens": True, "heads": True, "top_k": int(self.top_k)}
+
+
+KeepLike = Literal["full", "tokens"] | Keep
+"""``keep=``: ``"full"`` (the ``[L, H, n, n]`` tensors), ``"tokens"`` (token and head totals; ``Keep()``), or a
+:class:`Keep`."""
+
+
+def check_keep(keep: object) -> Keep | None:
+    """``keep=`` as a :class:`Keep`, or None for the full tensors."""
+    if keep == "full":
+        return None
+    if keep == "tokens":
+        return Keep()
+    if isinstance(keep, Keep):
+        return keep
+    raise InvalidInputError(f"keep must be 'full', 'tokens' or an attrflow.Keep(top_k=...), got {keep!r}")
 
 
 def check_steps(steps: object) -> Steps:
@@ -126,26 +178,52 @@ class AttentionAttributor:
         self,
         inputs: Any,
         *,
-        target: int | None = None,
+        target: TargetLike = None,
         layers: int | Sequence[int] | None = None,
         truncation: bool = True,
+        keep: KeepLike = "full",
     ) -> AttentionAttribution:
         """Attribute the target output to every attention interaction of the selected layers.
 
         Args:
             inputs: a string, a ``(text, text_pair)`` tuple, a dict of batch-1 tensors, or an ``Encoding``.
-            target: output to explain (class index, or next-token id for causal LMs); default the prediction.
+            target: F, the output to explain (:mod:`attrflow.methods.targets`): a class index or next-token id
+                (default the prediction; F its probability), or for causal LMs a continuation span (a string or
+                a list of ids; F its summed log-probability) or a contrast ``(a, b)`` (F = log p(a) − log p(b)).
             layers: layer index or indices (negative ok); default all layers.
             truncation: cut over-long text to the model's maximum with a warning (False raises).
+            keep: ``"full"`` (default): the ``[len(layers), H, n, n]`` attributions and every layer's attention;
+                ``"tokens"`` or :class:`Keep`: only their token and head totals (and the top-k interactions of each
+                head), computed in memory that grows with n·d rather than L·H·n² (long inputs).
 
         Returns:
             An :class:`~attrflow.results.AttentionAttribution` with ``attributions`` ``[len(layers), H, n, n]``
-            and the completeness gap of each layer.
+            (``keep="full"``) or the kept reductions, the completeness gap of each layer, and
+            ``settings["peak_memory"]`` (bytes above the start; ``settings["peak_memory_source"]`` says how it was
+            measured).
+
+        Raises:
+            InvalidInputError: ``keep="full"`` would need more memory than is available (the message says what to
+                pass instead), or a bad target, layer or input.
         """
         model = self.model
-        encoding = model.prepare(inputs, truncation=truncation)
+        kept = check_keep(keep)
+        encoding, objective = prepare_target(model, inputs, target, truncation=truncation)
         chosen = resolve_layers(layers, model.num_layers)
-        state = _IntegrationState(encoding, target)
+        with PeakMemory(model.device) as measured:
+            if kept is None:
+                self._check_fits(encoding, chosen)
+                outcome = self._integrate_full(encoding, objective, chosen)
+            else:
+                from attrflow.methods._kept import integrate_kept
+
+                outcome = integrate_kept(self, encoding, objective, chosen, kept)
+        outcome.settings.update(peak_memory=measured.peak, peak_memory_source=measured.source)
+        return self._result(encoding, chosen, outcome, "full" if kept is None else kept.to_dict())
+
+    def _integrate_full(self, encoding: Encoding, objective: Target, chosen: tuple[int, ...]) -> Outcome:
+        """The full ``[L, H, N, N]`` attributions (the engine described in the module docstring)."""
+        state = _IntegrationState(encoding, objective)
         steps_of = dict.fromkeys(chosen, self.initial_steps)
         pending = list(chosen)
         attributions: dict[int, torch.Tensor] = {}
@@ -159,31 +237,66 @@ class AttentionAttributor:
                 integral = sum(float(w) * state.gradient(layer, float(a)) for a, w in zip(alphas, weights, strict=True))
                 attributions[layer] = state.attention(layer) * integral
                 gaps[layer] = float(attributions[layer].sum()) - (state.probability - state.f0[layer])
-                if self.adaptive and abs(gaps[layer]) > self.tolerance and steps_of[layer] * 2 <= self.max_steps:
+                if self.refines(gaps[layer], steps_of[layer]):
                     steps_of[layer] *= 2
                     refine.append(layer)
             pending = refine
-        positions = encoding.positions.to(model.device)
+        positions = encoding.positions.to(self.model.device)
         assert state.clean is not None
-        stacked = torch.stack([_real(attributions[layer], positions).float().cpu() for layer in chosen])
-        bad = [layer for layer, values in zip(chosen, stacked, strict=True) if not bool(torch.isfinite(values).all())]
+        return Outcome(
+            objective=state.objective,
+            predicted=state.predicted,
+            value=state.probability,
+            baseline={layer: state.f0[layer] for layer in chosen},
+            steps_of=steps_of,
+            attributions=torch.stack([_real(attributions[layer], positions).float().cpu() for layer in chosen]),
+            attentions=_real(state.clean, positions).float().cpu(),
+        )
+
+    def refines(self, gap: float, steps: int) -> bool:
+        """Whether steps="auto" doubles a layer's points after a completeness gap of ``gap`` with ``steps``."""
+        return self.adaptive and abs(gap) > self.tolerance and steps * 2 <= self.max_steps
+
+    def _check_fits(self, encoding: Encoding, chosen: tuple[int, ...]) -> None:
+        """Refuse ``keep="full"`` when its estimated memory exceeds what is available (say what to pass)."""
+        needed = full_memory(self.model, encoding, chosen, self.initial_steps)
+        available = available_memory(self.model.device)
+        if available is None or needed <= available:
+            return
+        raise InvalidInputError(
+            f"keep='full' at n={encoding.length} would need about {format_bytes(needed)} (the [L, H, n, n] "
+            f"attributions, the gradients at every quadrature point and every layer's attention) but about "
+            f"{format_bytes(available)} is available on {self.model.device}. Pass keep='tokens' for the token and "
+            "head totals in memory that grows with n·d, or keep=attrflow.Keep(top_k=...) for the top interactions "
+            "of each head too (or attribute fewer layers=)"
+        )
+
+    def _result(
+        self, encoding: Encoding, chosen: tuple[int, ...], outcome: Outcome, keep: str | dict[str, Any]
+    ) -> AttentionAttribution:
+        model = self.model
+        objective = outcome.objective
+        baseline = torch.tensor([outcome.baseline[layer] for layer in chosen], dtype=torch.float64)
+        full = outcome.attributions
+        kept = full if full is not None else outcome.token_totals
+        bad = [layer for layer, values in zip(chosen, kept, strict=True) if not bool(torch.isfinite(values).all())]
         if bad:
             raise NonFiniteError(
                 f"the attribution of layer{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} is not finite "
                 "(NaN or infinite gradients) although the model's output is; attrflow does not return it"
             )
-        baseline_probability = torch.tensor([state.f0[layer] for layer in chosen], dtype=torch.float32)
-        gap = stacked.double().sum(dim=(1, 2, 3)) - (state.probability - baseline_probability.double())
+        totals = full.double().sum(dim=(1, 2, 3)) if full is not None else outcome.token_totals.double().sum(dim=-1)
+        gap = totals - (outcome.value - baseline)
         return AttentionAttribution(
             tokens=encoding.tokens,
-            attributions=stacked,
-            attentions=_real(state.clean, positions).float().cpu(),
+            attributions=outcome.attributions,
+            attentions=outcome.attentions,
             layers=chosen,
-            target=state.target,
-            target_label=model.label_name(state.target),
-            predicted=state.predicted,
-            probability=state.probability,
-            baseline_probability=baseline_probability,
+            target=objective.index,
+            target_label=objective.label(model),
+            predicted=outcome.predicted,
+            probability=outcome.value,
+            baseline_probability=baseline.float(),
             completeness_gap=gap.float(),
             input_ids=encoding.input_ids,
             segment_ids=encoding.segment_ids,
@@ -193,15 +306,26 @@ class AttentionAttributor:
                 "method": "attattr",
                 "rule": self.rule,
                 "steps": self.steps,
-                "steps_per_layer": [steps_of[layer] for layer in chosen],
+                "steps_per_layer": [outcome.steps_of[layer] for layer in chosen],
                 "tolerance": self.tolerance if self.adaptive else None,
                 "model": model.name,
                 "architecture": type(model.model).__name__,
                 "task": model.task,
                 "sites": [model.site_names[layer] for layer in chosen],
-                "target": "predicted" if state.target == state.predicted else "given",
+                "target": "predicted"
+                if objective.kind == "output" and objective.index == outcome.predicted
+                else "given",
+                "objective": objective.to_dict(model),
                 "truncated": encoding.truncated,
+                "keep": keep,
+                "num_layers": model.num_layers,
+                **outcome.settings,
             },
+            token_totals=None if outcome.attributions is not None else outcome.token_totals.float(),
+            head_totals=None if outcome.head_totals is None else outcome.head_totals.float(),
+            top_values=outcome.top_values,
+            top_indices=outcome.top_indices,
+            top_rest=outcome.top_rest,
         )
 
     def _evaluate(self, state: _IntegrationState, points: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -233,14 +357,16 @@ class AttentionAttributor:
             record = state.clean is None
             with torch.enable_grad():
                 branched = model.run_branches(
-                    state.encoding, branches, require_grad=True, clean_leaves=need_end and record, record=record
+                    state.encoding,
+                    branches,
+                    require_grad=True,
+                    clean_leaves=need_end and record,
+                    record=record,
+                    positions=state.objective.positions,
                 )
-                logits = branched.logits
-                # float32 at least; float64 models keep their precision
-                probabilities = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
                 if record:
-                    state.set_clean(branched, probabilities[0].detach(), self._resolve_target)
-                prob = probabilities[:, state.target]
+                    state.set_clean(branched)
+                prob = state.objective.values(branched.logits)
                 wanted = [(layer, branched.leaves[layer]) for layer in sorted(plan) if layer in branched.leaves]
                 if need_end and record:
                     wanted += [
@@ -259,36 +385,53 @@ class AttentionAttributor:
                 if layer not in state.f0 and chunk[-1] == len(row_alphas) - 1:
                     state.f0[layer] = float(prob[branched.row_starts[layer] + len(chunk) - 1].detach())
 
-    def _resolve_target(self, target: int | None, predicted: int) -> int:
-        if target is None:
-            return predicted
-        limit = self.model.num_outputs
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < limit:
-            what = "vocabulary id" if self.model.task == "causal-lm" else "class index"
-            raise InvalidInputError(f"target must be a {what} in [0, {limit}), got {target!r}")
-        return int(target)
+
+@dataclass
+class Outcome:
+    """What an integration engine hands back: F, the baselines, the points used, and the full tensors or the
+    reductions that were kept (CPU tensors)."""
+
+    objective: Target
+    predicted: int
+    value: float
+    baseline: dict[int, float]
+    steps_of: dict[int, int]
+    attributions: torch.Tensor | None = None
+    attentions: torch.Tensor | None = None
+    token_totals: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    head_totals: torch.Tensor | None = None
+    top_values: torch.Tensor | None = None
+    top_indices: torch.Tensor | None = None
+    top_rest: torch.Tensor | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def first_prediction(logits: torch.Tensor) -> int:
+    """The prediction at the first position a target reads, from one row's logits ``[C]`` or ``[k, C]``."""
+    first = logits if logits.dim() == 1 else logits[0]
+    wide = first.to(torch.promote_types(first.dtype, torch.float32))
+    return int(torch.softmax(wide, dim=-1).argmax())
 
 
 class _IntegrationState:
     """What one attribution has computed so far: the clean pass and the gradients at each α of each layer."""
 
-    def __init__(self, encoding: Encoding, target: int | None) -> None:
+    def __init__(self, encoding: Encoding, objective: Target) -> None:
         self.encoding = encoding
-        self.requested_target = target
+        self.objective = objective
         # [L, H, N, N] the clean probabilities of every layer (padding included), from the first pass
         self.clean: torch.Tensor | None = None
-        self.target = -1
         self.predicted = -1
         self.probability = float("nan")
         self.f0: dict[int, float] = {}
         self._gradients: dict[int, dict[float, torch.Tensor]] = {}
 
-    def set_clean(self, branched: BranchPass, probabilities: torch.Tensor, resolve: Any) -> None:
+    def set_clean(self, branched: BranchPass) -> None:
         assert branched.attentions is not None
         self.clean = branched.attentions
-        self.predicted = int(probabilities.argmax())
-        self.target = resolve(self.requested_target, self.predicted)
-        self.probability = float(probabilities[self.target])
+        self.predicted = first_prediction(branched.logits[0].detach())
+        self.objective = self.objective.resolved(self.predicted)
+        self.probability = float(self.objective.values(branched.logits[:1].detach())[0])
 
     @staticmethod
     def _key(alpha: float) -> float:
@@ -312,13 +455,47 @@ class _IntegrationState:
 _MEMORY_BUDGET = 2 * 1024**3
 
 
+def model_sizes(model: Model) -> tuple[int, int]:
+    """``(hidden, intermediate)`` widths of the model's layers, for memory estimates."""
+    config = model.model.config.get_text_config() if model.task != "image-classification" else model.model.config
+    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "d_model", None) or 768)
+    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+    inner = inner or getattr(config, "d_ff", None) or getattr(config, "encoder_ffn_dim", None) or 4 * hidden
+    return hidden, int(inner)
+
+
 def _auto_batch_size(model: Model, encoding: Encoding) -> int:
     """Interpolation rows per pass that keep the pass's activations near ``_MEMORY_BUDGET`` (results don't change)."""
-    config = model.model.config.get_text_config() if model.task != "image-classification" else model.model.config
-    hidden = int(getattr(config, "hidden_size", 768))
+    hidden, _ = model_sizes(model)
     n = encoding.padded_length
     per_layer_row = 4 * (6 * model.num_heads * n * n + 16 * n * hidden)
     return max(1, int(_MEMORY_BUDGET // (per_layer_row * model.num_layers)))
+
+
+def full_memory(model: Model, encoding: Encoding, layers: Sequence[int], steps: int) -> int:
+    """Estimated peak bytes of ``keep="full"`` with ``steps`` points per layer (the first round of "auto").
+
+    With e = H·N² entries per layer, L layers, L' attributed and s bytes per model number: every layer's clean
+    attention (recorded, and kept in the graph for the α = 1 gradients) 2·L·e·s; the float64 gradients at each
+    point 8·m·L'·e; the float64 attributions and their float32 copy 12·L'·e; the float32 attentions of the result
+    4·L·e; one branching pass of the clean row and one interpolation row (scores, probabilities and their
+    gradients at every layer, ``_auto_batch_size``'s count) 2·L·(24·e + 64·N·d).
+    """
+    hidden, _ = model_sizes(model)
+    n = encoding.padded_length
+    entries = model.num_heads * n * n
+    size = next(model.model.parameters()).element_size()
+    num_layers, attributed = model.num_layers, len(layers)
+    tensors = num_layers * entries * (2 * size + 4) + attributed * entries * (8 * steps + 12)
+    one_pass = 2 * num_layers * (24 * entries + 64 * n * hidden)
+    return int(tensors + one_pass)
+
+
+def fits_full(model: Model, encoding: Encoding, layers: Sequence[int], steps: Steps) -> bool:
+    """Whether ``keep="full"`` fits the available memory by :func:`full_memory`'s estimate (4 points for "auto")."""
+    available = available_memory(model.device)
+    points = 4 if steps == "auto" else int(steps)
+    return available is None or full_memory(model, encoding, layers, points) <= available
 
 
 def _plan_passes(rows: Mapping[int, int], capacity: int) -> list[dict[int, list[int]]]:
@@ -355,24 +532,29 @@ def attribute(
     model: Model | nn.Module,
     inputs: Any,
     *,
-    target: int | None = None,
+    target: TargetLike = None,
     steps: int | Literal["auto"] = DEFAULT_STEPS,
     rule: Rule = DEFAULT_RULE,
     layers: int | Sequence[int] | None = None,
     batch_size: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     truncation: bool = True,
+    keep: KeepLike = "full",
 ) -> AttentionAttribution:
     """Self-attention attribution of one input (Hao et al., AAAI 2021).
 
     ``Attr(A_l) = A_l ⊙ ∫₀¹ ∂F(α·A_l)/∂A_l dα`` for each selected layer l, with F the softmax probability of
-    ``target``. Entry ``[l, h, i, j]`` of the result's ``attributions`` (``[len(layers), H, n, n]``) is the
-    interaction "token i attends to token j" in head h.
+    ``target`` (the paper's) or, for a continuation span or a contrast, a log-probability. Entry ``[l, h, i, j]``
+    of the result's ``attributions`` (``[len(layers), H, n, n]``) is the interaction "token i attends to token j"
+    in head h. Completeness: ``Σ Attr(A_l) ≈ F(A_l) − F(0)`` per layer, in F's units (``completeness_gap``).
 
     Args:
         model: an :class:`attrflow.Model` from :func:`attrflow.load_model` (or a transformers model).
         inputs: a string, a ``(text, text_pair)`` tuple, or a dict of batch-1 tensors.
-        target: output to explain; default the predicted class (next token for causal LMs).
+        target: F, the output to explain: default the predicted class (next token for causal LMs); an int (class
+            index or token id; F its probability); for causal LMs a string or a list of ids (a continuation
+            appended to the input: F = Σ_t log p(y_t | prompt, y_<t), each token read at its own position) or a
+            pair ``(a, b)`` of single next tokens (F = log p(a) − log p(b)); see :mod:`attrflow.methods.targets`.
         steps: quadrature points m, or ``"auto"`` (default): start with 4 points (20 for the Riemann rules) and
             double them, up to 32, for each layer whose completeness gap exceeds ``tolerance``. The gradients at
             α = 0 and α = 1 are reused, so a refinement pays only for new interior points of that layer; sharp
@@ -384,13 +566,18 @@ def attribute(
         batch_size: most interpolation points per forward pass (memory only; results do not depend on it).
         tolerance: with ``steps="auto"``, the largest |completeness gap| per layer (in probability) accepted.
         truncation: cut over-long text with a warning (False raises).
+        keep: ``"full"`` (default): the ``[len(layers), H, n, n]`` attributions and every layer's attention, for
+            short inputs (refused with a message when the estimate exceeds the available memory); ``"tokens"``:
+            the token totals ``[len(layers), n]`` and head totals ``[len(layers), H]`` only, computed in memory
+            that grows with n·d (each gradient·A product reduced as soon as it exists, rows in bounded chunks);
+            ``Keep(top_k=k)``: also every head's k largest interactions with the exact sum of the rest.
 
     Returns:
-        The :class:`~attrflow.results.AttentionAttribution`, with ``completeness_gap`` per layer and the points
-        used per layer in ``settings["steps_per_layer"]``.
+        The :class:`~attrflow.results.AttentionAttribution`, with ``completeness_gap`` per layer, the points
+        used per layer in ``settings["steps_per_layer"]`` and the peak memory in ``settings["peak_memory"]``.
     """
     if rule not in RULES:
         raise InvalidInputError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     return AttentionAttributor(model, steps=steps, rule=rule, batch_size=batch_size, tolerance=tolerance).attribute(
-        inputs, target=target, layers=layers, truncation=truncation
+        inputs, target=target, layers=layers, truncation=truncation, keep=keep
     )

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.methods.targets import Target, TargetLike, prepare_target
 from attrflow.models import Encoding, KeyCache, Model, Recording, load_model
 from attrflow.validation import resolve_index, resolve_layers
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from attrflow.methods.attribution import KeepLike
     from attrflow.methods.gradients import EmbeddingGradients
     from attrflow.methods.quadrature import Rule
     from attrflow.results import AttentionAttribution, Summary, TokenScores
@@ -42,7 +44,10 @@ class ExplainContext:
     Args:
         model: an :class:`attrflow.Model` (a transformers model is wrapped).
         inputs: a string, a ``(text, text_pair)`` tuple, a dict of batch-1 tensors, or an ``Encoding``.
-        target: the output to explain (class index or vocabulary id); default the prediction.
+        target: the output to explain, F (:mod:`attrflow.methods.targets`): a class index or next-token id
+            (default the prediction; F its probability); for causal LMs also a continuation (a string or a list of
+            ids, appended to the input: F its summed log-probability) or a pair ``(a, b)`` of single next tokens
+            (F = log p(a) − log p(b)).
         position: the output position whose row attention-derived methods read; default the model's explained
             position (``[CLS]`` for BERT-style classifiers, the last token for decoders). Methods that explain the
             model's output need the default.
@@ -54,12 +59,13 @@ class ExplainContext:
         model: Model | nn.Module,
         inputs: Any,
         *,
-        target: int | None = None,
+        target: TargetLike = None,
         position: int | None = None,
         truncation: bool = True,
     ) -> None:
         self.model: Model = model if isinstance(model, Model) else load_model(model)
-        self.encoding: Encoding = self.model.prepare(inputs, truncation=truncation)
+        self.encoding: Encoding
+        self.encoding, self._objective = prepare_target(self.model, inputs, target, truncation=truncation)
         self._target = target
         self.position: int = (
             self.encoding.output_position
@@ -135,9 +141,36 @@ class ExplainContext:
         return self._clean_pass().predicted
 
     @property
+    def objective(self) -> Target:
+        """The explained output F, resolved (the prediction filled in when no target was given)."""
+        return self.shared("objective", lambda: self._objective.resolved(self._first_prediction()))
+
+    @property
     def target(self) -> int:
-        """The explained output: the given target, else the prediction."""
-        return self.shared("target", lambda: self.model.resolve_target(self._target, self.predicted))
+        """The explained class index or token id (a span's first token, a contrast's a; see :attr:`objective`)."""
+        return self.objective.index
+
+    @property
+    def value(self) -> float:
+        """F on the input: the target's probability, or the span's / contrast's log-probability (cached)."""
+        return self.shared("value", self._value)
+
+    def _value(self) -> float:
+        objective = self.objective
+        if objective.kind == "output":
+            return float(self.probabilities[objective.index])
+        with torch.no_grad():
+            logits = self.model.run(self.encoding, positions=objective.positions)
+        return float(objective.values(logits)[0])
+
+    def _first_prediction(self) -> int:
+        """The prediction at the first position F reads (a span: the greedy next token after the prompt)."""
+        positions = self._objective.positions
+        if positions is None or positions[0] == self.encoding.output_position:
+            return self.predicted
+        with torch.no_grad():
+            logits = self.model.run(self.encoding, positions=positions[:1])
+        return int(torch.softmax(logits[0, 0].double(), dim=-1).argmax())
 
     @property
     def target_given(self) -> bool:
@@ -165,24 +198,31 @@ class ExplainContext:
         rule: Rule = "gauss-lobatto",
         batch_size: int | None = None,
         tolerance: float = 1e-3,
+        keep: KeepLike | Literal["auto"] = "full",
     ) -> AttentionAttribution:
-        """Self-attention attribution of the target (cached per settings; ``batch_size`` never changes it)."""
-        from attrflow.methods.attribution import attribute
+        """Self-attention attribution of the target (cached per settings; ``batch_size`` never changes it).
+
+        ``keep="auto"`` keeps the full tensors when their estimated memory fits what is available, else the token
+        and head totals (see :func:`attrflow.attribute`)."""
+        from attrflow.methods.attribution import attribute, fits_full
 
         chosen = self.layers(layers)
-        key = ("attribution", chosen, steps, rule, tolerance)
+        if keep == "auto":
+            keep = "full" if fits_full(self.model, self.encoding, chosen, steps) else "tokens"
+        key = ("attribution", chosen, steps, rule, tolerance, keep)
         self._cache["last_attribution"] = key
         return self.shared(
             key,
             lambda: attribute(
                 self.model,
                 self.encoding,
-                target=self.target,
+                target=self.objective,
                 steps=steps,
                 rule=rule,
                 layers=list(chosen),
                 batch_size=batch_size,
                 tolerance=tolerance,
+                keep=keep,
             ),
         )
 
@@ -214,7 +254,7 @@ class ExplainContext:
                     return found
             key_plain = ("gradients", 0, rule, tolerance)
             return self.shared(
-                key_plain, lambda: embedding_gradients(self.model, self.encoding, target=self.target, steps=0)
+                key_plain, lambda: embedding_gradients(self.model, self.encoding, target=self.objective, steps=0)
             )
         key = ("gradients", steps, rule, tolerance)
         return self.shared(
@@ -222,7 +262,7 @@ class ExplainContext:
             lambda: embedding_gradients(
                 self.model,
                 self.encoding,
-                target=self.target,
+                target=self.objective,
                 steps=steps,
                 rule=rule,
                 batch_size=batch_size,
@@ -256,6 +296,18 @@ class ExplainContext:
             lambda: blankout_probabilities(self.model, self.encoding, replacement, batch_size),  # type: ignore[arg-type]
         )
 
+    def blankout_values(self, *, replacement: str = "unk", batch_size: int = 32) -> torch.Tensor:
+        """float64 ``[1 + n]``: F on the input, then F with token i blanked out (cached per replacement)."""
+        from attrflow.methods.occlusion import blankout_values
+
+        objective = self.objective
+        if objective.kind == "output":
+            return self.blankout_probabilities(replacement=replacement, batch_size=batch_size)[:, objective.index]
+        return self.shared(
+            ("blankout-values", replacement),
+            lambda: blankout_values(self.model, self.encoding, objective, replacement, batch_size),  # type: ignore[arg-type]
+        )
+
     # ------------------------------------------------------------------ results
     def result(
         self,
@@ -276,12 +328,22 @@ class ExplainContext:
         """A :class:`~attrflow.TokenScores` for this input, with the context's facts filled in."""
         from attrflow.results import TokenScores
 
-        target = self.target if reads_output else None
-        probability = float(self.probabilities[self.target]) if reads_output else None
+        objective = self.objective if reads_output else None
+        target = None if objective is None else objective.index
+        probability = None if objective is None else self.value
+        if objective is not None and objective.kind != "output":
+            description = f"{description} — {objective.describe(self.model)} (here p(target) reads F)"
+        extra = {} if objective is None else {"objective": objective.to_dict(self.model)}
         if not torch.isfinite(scores).all():
+            half = next(self.model.model.parameters()).dtype == torch.float16
+            hint = (
+                "; float16 overflows above 65504 (in gradients too): load the model in bfloat16 or float32"
+                if half
+                else ""
+            )
             raise InvalidInputError(
                 f"method {method!r} gave non-finite scores for this input (NaN or infinity); the model's output or "
-                "its attention is not finite here"
+                f"its attention is not finite here{hint}"
             )
         return TokenScores(
             method=method,
@@ -293,13 +355,13 @@ class ExplainContext:
             summary=summary,
             matrices=matrices,
             target=target,
-            target_label=self.model.label_name(target) if target is not None else None,
+            target_label=None if objective is None else objective.label(self.model),
             predicted=self.predicted,
             probability=probability,
             special_mask=self.encoding.special_mask,
             completeness_gap=completeness_gap,
             diagnostics=diagnostics or {},
-            settings={"model": self.model.name, **(settings or {})},
+            settings={"model": self.model.name, **extra, **(settings or {})},
             bounds=bounds,
         )
 

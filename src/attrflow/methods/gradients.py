@@ -35,6 +35,7 @@ from torch import nn
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.methods.attribution import DEFAULT_RULE, DEFAULT_TOLERANCE
 from attrflow.methods.quadrature import RULES, Rule, quadrature
+from attrflow.methods.targets import Target, TargetLike, prepare_target
 from attrflow.models import Encoding, Model, load_model
 
 __all__ = [
@@ -77,6 +78,8 @@ class EmbeddingGradients:
         cancellation: ``max_i |Σ_d g_{i,d}| / Σ_d |g_{i,d}|``; about 1e-7 or less means ``gradient`` is rounding
             noise (a LayerNorm makes the sum vanish exactly; see the module docstring).
         steps: the quadrature points integrated gradients finally used (0 when not requested).
+        objective: what F is (:class:`~attrflow.methods.targets.Target`); ``probability`` and
+            ``baseline_probability`` are log-probabilities for span and contrast targets.
     """
 
     gradient: torch.Tensor
@@ -89,6 +92,7 @@ class EmbeddingGradients:
     target: int
     cancellation: float
     steps: int = 0
+    objective: Target | None = None
 
 
 def _wrap(model: Model | nn.Module) -> Model:
@@ -125,7 +129,7 @@ def embedding_gradients(
     model: Model | nn.Module,
     inputs: Any,
     *,
-    target: int | None = None,
+    target: TargetLike = None,
     steps: int | Literal["auto"] = DEFAULT_IG_STEPS,
     rule: Rule = DEFAULT_RULE,
     batch_size: int | None = None,
@@ -137,7 +141,9 @@ def embedding_gradients(
     Args:
         model: an :class:`attrflow.Model` (or a transformers model, wrapped on the fly).
         inputs: a string, a ``(text, text_pair)`` tuple, a dict of batch-1 tensors, or an ``Encoding``.
-        target: output to explain; default the predicted class (next token for causal LMs).
+        target: F, the output to explain (:mod:`attrflow.methods.targets`): default the predicted class (next
+            token for causal LMs), F its probability; for causal LMs also a continuation span or a contrast
+            ``(a, b)`` (F a log-probability).
         steps: quadrature points of integrated gradients with ``rule`` over [0, 1]; 0 skips integrated
             gradients; ``"auto"`` (default) integrates with composite 4-point Gauss–Lobatto panels, halving the
             panels whose own completeness gap is large until the gaps add up to at most ``tolerance`` (or
@@ -172,17 +178,17 @@ def embedding_gradients(
     elif steps:
         quadrature(rule, int(steps))  # validates steps for the rule
     wanted = adaptive or bool(steps)
-    encoding = wrapped.prepare(inputs)
+    encoding, objective = prepare_target(wrapped, inputs, target)
     embeddings = _word_embeddings(wrapped, encoding)
     with torch.no_grad():
-        clean = wrapped.run(encoding).float()
-    probabilities = torch.softmax(clean, dim=-1)[0]
-    target = resolve_target(wrapped, target, int(probabilities.argmax()))
+        clean = wrapped.run(encoding, positions=objective.positions).float()
+    first = clean[0] if clean.dim() == 2 else clean[0, 0]
+    objective = objective.resolved(int(torch.softmax(first, dim=-1).argmax()))
     chunk = batch_size
 
     # α = 1 (the input: the plain gradient, and a check that inputs_embeds reproduces the model) and α = 0
     ends = [1.0, 0.0] if wanted else [1.0]
-    end_probs, end_grads = _gradient_rows(wrapped, encoding, embeddings, target, ends, chunk)
+    end_probs, end_grads = _gradient_rows(wrapped, encoding, embeddings, objective, ends, chunk)
     if not torch.allclose(end_probs.logits[0], clean[0], rtol=_CONSISTENCY_ATOL, atol=_CONSISTENCY_ATOL):
         diff = float((end_probs.logits[0] - clean[0]).abs().max())
         raise UnsupportedModelError(
@@ -198,7 +204,7 @@ def embedding_gradients(
     used = 0
     if wanted:
         known = {1.0: (probability, end_grads[0]), 0.0: (baseline, end_grads[1])}
-        path = _Path(wrapped, encoding, embeddings, target, chunk, known)
+        path = _Path(wrapped, encoding, embeddings, objective, chunk, known)
         if adaptive:
             integral, used = _adaptive_integral(path, full_embeddings, tolerance, max_steps)
         else:
@@ -225,9 +231,10 @@ def embedding_gradients(
         probability=probability,
         baseline_probability=baseline,
         completeness_gap=gap,
-        target=target,
+        target=objective.index,
         cancellation=cancellation,
         steps=used,
+        objective=objective,
     )
 
 
@@ -241,7 +248,7 @@ def _gradient_rows(
     model: Model,
     encoding: Encoding,
     embeddings: torch.Tensor,
-    target: int,
+    target: Target,
     alphas: list[float],
     chunk: int | None,
     *,
@@ -261,8 +268,8 @@ def _gradient_rows(
         alpha = torch.tensor(part, dtype=embeddings.dtype, device=embeddings.device)
         leaf = (alpha.view(-1, 1, 1) * embeddings).requires_grad_(True)
         with torch.enable_grad():
-            logits = model.run_embeddings(encoding, leaf).float()
-            prob = torch.softmax(logits, dim=-1)[:, target]
+            logits = model.run_embeddings(encoding, leaf, positions=target.positions).float()
+            prob = target.values(logits)
             (grad,) = torch.autograd.grad(prob.sum(), leaf)
         logits_all.append(logits.detach())
         values_all.append(prob.detach())
@@ -287,7 +294,7 @@ class _Path:
         model: Model,
         encoding: Encoding,
         embeddings: torch.Tensor,
-        target: int,
+        target: Target,
         chunk: int | None,
         known: dict[float, tuple[float, torch.Tensor]],
     ) -> None:
@@ -382,7 +389,7 @@ def input_gradient(
     model: Model | nn.Module,
     inputs: Any,
     *,
-    target: int | None = None,
+    target: TargetLike = None,
     reduction: GradientReduction = "sum",
 ) -> torch.Tensor:
     """Input-gradient token scores, ``[n]`` (Abnar & Zuidema, ACL 2020, §5).
@@ -413,7 +420,7 @@ def warn_cancellation() -> None:
     )
 
 
-def gradient_x_input(model: Model | nn.Module, inputs: Any, *, target: int | None = None) -> torch.Tensor:
+def gradient_x_input(model: Model | nn.Module, inputs: Any, *, target: TargetLike = None) -> torch.Tensor:
     """Gradient × input token scores ``|Σ_d e_{i,d} ∂F/∂e_{i,d}|``, ``[n]`` (see :func:`input_gradient`)."""
     return embedding_gradients(model, inputs, target=target, steps=0).gradient_x_input
 
@@ -422,7 +429,7 @@ def integrated_gradients(
     model: Model | nn.Module,
     inputs: Any,
     *,
-    target: int | None = None,
+    target: TargetLike = None,
     steps: int | Literal["auto"] = DEFAULT_IG_STEPS,
     rule: Rule = DEFAULT_RULE,
     batch_size: int | None = None,

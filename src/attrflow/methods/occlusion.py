@@ -11,10 +11,11 @@ from typing import Literal
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.methods.targets import Target
 from attrflow.models import Encoding, Model
 from attrflow.validation import check_choice
 
-__all__ = ["Replacement", "blankout_probabilities", "replacement_id", "token_features"]
+__all__ = ["Replacement", "blankout_probabilities", "blankout_values", "replacement_id", "token_features"]
 
 Replacement = Literal["unk", "mask"]
 
@@ -77,3 +78,29 @@ def blankout_probabilities(
     for i in range(len(ids)):
         items.append(token_features(encoding, [*ids[:i], blank, *ids[i + 1 :]]))
     return model.predict_batch(items, batch_size=batch_size).double()
+
+
+def blankout_values(
+    model: Model, encoding: Encoding, target: Target, replacement: Replacement = "unk", batch_size: int = 32
+) -> torch.Tensor:
+    """float64 ``[1 + n]``: F of ``target`` on the input, then with token i blanked out, i = 0..n−1.
+
+    For targets that read several positions (a continuation span) or log-probabilities (a contrast); the variants
+    run as word embeddings (:meth:`Model.run_embeddings`), the targets' own tokens stay the labels.
+    """
+    if not encoding.input_ids:
+        raise InvalidInputError("blank-out needs token ids; this input has none (image models are not supported)")
+    blank = replacement_id(model, replacement)
+    full = encoding.inputs["input_ids"][0]
+    variants = full.unsqueeze(0).repeat(1 + encoding.length, 1)
+    for i, position in enumerate(encoding.positions.tolist()):
+        variants[1 + i, position] = blank
+    embed = model.input_embedding_module()
+    values = []
+    with torch.no_grad():
+        for start in range(0, variants.shape[0], batch_size):
+            logits = model.run_embeddings(
+                encoding, embed(variants[start : start + batch_size]), positions=target.positions
+            )
+            values.append(target.values(logits).double().cpu())
+    return torch.cat(values)

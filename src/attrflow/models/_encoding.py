@@ -313,6 +313,11 @@ def tokenize(tokenizer: Any, text: str, text_pair: str | None, *, limit: int | N
     )
 
 
+def continuation_ids(tokenizer: Any, text: str) -> tuple[int, ...]:
+    """The token ids of ``text`` as a continuation: no special tokens added (a leading space stays a word start)."""
+    return tuple(int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def batch_features(
     tokenizer: Any,
     items: Sequence[str | tuple[str, str | None] | Mapping[str, Sequence[int]]],

@@ -51,6 +51,10 @@ class Session:
         clean_leaves: with ``require_grad``, keep row 0's probabilities at every site as a tensor to
             differentiate by (``clean_row_leaves[site]``, still inside the graph): one backward gives ∂F/∂A at
             α = 1 for every layer.
+        stream: sites with nothing to do (no branch, gate, edit or record) run through torch's fused
+            scaled-dot-product attention: their probabilities are never materialised, so a backward through them
+            keeps O(N·d) per row instead of [H, N, N]. ``clean_leaves`` then applies to the branched sites only,
+            and each branched site keeps row 0's (clean) probabilities ``[H, N, N]`` in ``bases[site]``.
         capture_values: keep a detached copy of every site's value states ``[B, H_kv, N, d]`` in ``values``.
         zero_values: per site, ``[B]`` key positions: row r of the batch gets the value vector of position
             ``zero_values[site][r]`` set to 0 in every head (−1: none), after the softmax (value zeroing).
@@ -64,6 +68,7 @@ class Session:
     edits: dict[int, torch.Tensor] = field(default_factory=dict)
     branches: dict[int, tuple[int, torch.Tensor, int]] = field(default_factory=dict)
     clean_leaves: bool = False
+    stream: bool = False
     capture_values: bool = False
     zero_values: dict[int, torch.Tensor] = field(default_factory=dict)
     suppress: tuple[torch.Tensor, float] | None = None
@@ -75,6 +80,7 @@ class Session:
     block_calls: int = 0
     leaves: dict[int, torch.Tensor] = field(default_factory=dict)
     clean_row_leaves: dict[int, torch.Tensor] = field(default_factory=dict)
+    bases: dict[int, torch.Tensor] = field(default_factory=dict)
     values: list[torch.Tensor] = field(default_factory=list)
 
     def reset(self) -> None:
@@ -86,7 +92,31 @@ class Session:
         self.block_calls = 0
         self.leaves = {}
         self.clean_row_leaves = {}
+        self.bases = {}
         self.values = []
+
+    def streams_next_site(self, module: nn.Module) -> bool:
+        """Whether the next site needs no probabilities (``stream``) and may run fused; if so, it is counted.
+
+        A site with anything to do (a branch, gate, edit, record, value capture or zeroing, score suppression)
+        runs materialised."""
+        site = self.count
+        quiet = not (
+            self.record
+            or (self.clean_leaves and not self.stream)
+            or site in self.branches
+            or site in self.edits
+            or self.capture_values
+            or site in self.zero_values
+            or self.suppress is not None
+            or (self.gate is not None and site < self.gate.shape[0] and not bool((self.gate[site] == 1).all()))
+        )
+        if not (self.stream and quiet):
+            return False
+        self.count += 1
+        self.modules.append(module)
+        self.site_block_call.append(self.block_calls - 1)
+        return True
 
     def on_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """Scale the pre-softmax scores ``[B, H, q, k]`` of the next site as :attr:`suppress` asks."""
@@ -131,7 +161,11 @@ class Session:
         if branch is not None:
             start, alphas, grad_rows = branch
             stop = start + alphas.shape[0]
-            scaled = alphas.to(probs.dtype).view(-1, 1, 1, 1) * probs[start:stop].detach()
+            if self.stream:
+                self.bases[site] = probs[0].detach().clone()
+            # alpha in at least float32: a half-precision alpha (0.2764 -> 0.2773) would move the quadrature node
+            wide = torch.promote_types(probs.dtype, torch.float32)
+            scaled = (alphas.to(wide).view(-1, 1, 1, 1) * probs[start:stop].detach().to(wide)).to(probs.dtype)
             if self.require_grad and grad_rows > 0:
                 leaf = scaled[:grad_rows].detach().requires_grad_(True)
                 self.leaves[site] = leaf
@@ -204,6 +238,38 @@ def _repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
     return expanded.reshape(batch, kv_heads * n_rep, length, dim)
 
 
+def _no_empty_rows(mask: torch.Tensor | None) -> bool:
+    """Whether every query row of a boolean mask may attend somewhere (fused kernels give NaN on empty rows)."""
+    return mask is None or mask.dtype != torch.bool or bool(mask.any(dim=-1).all())
+
+
+def _fused(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    position_bias: torch.Tensor | None,
+    *,
+    scaling: float,
+    causal: bool,
+) -> torch.Tensor:
+    """The same attention through torch's fused kernel (no [H, q, k] kept for backward): ``[B, q, H, d]``."""
+    kv_len = key.shape[2]
+    bias = None if mask is None else mask[..., :kv_len]
+    if position_bias is not None:
+        extra = position_bias.to(query.dtype)
+        if bias is None:
+            bias = extra
+        elif bias.dtype == torch.bool:
+            bias = extra.masked_fill(~bias, torch.finfo(query.dtype).min)
+        else:
+            bias = extra + bias
+    output = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=bias, is_causal=causal and bias is None, scale=scaling
+    )
+    return output.transpose(1, 2).contiguous()
+
+
 def attrflow_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -219,7 +285,8 @@ def attrflow_attention_forward(
 
     Shapes: query ``[B, H, q, d]``, key/value ``[B, H_kv, k, d]`` (H_kv divides H), mask broadcastable to
     ``[B, H, q, k]`` (boolean: True = attend; float: added to the scores). Returns ``([B, q, H, d], [B, H, q, k])``,
-    or no probabilities while a :func:`streaming_handler` is active (:meth:`Model.capture_keys`).
+    or no probabilities while a :func:`streaming_handler` is active (:meth:`Model.capture_keys`) or for a site a
+    streaming session leaves alone (it runs fused).
     """
     if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
         raise UnsupportedModelError(
@@ -248,8 +315,16 @@ def attrflow_attention_forward(
     if key.shape[1] != heads:
         key = _repeat_kv(key, heads // key.shape[1])
         value = _repeat_kv(value, heads // value.shape[1])
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     position_bias = kwargs.get("position_bias")
+    if (
+        session is not None
+        and session.stream
+        and kwargs.get("softcap") is None
+        and _no_empty_rows(attention_mask)
+        and session.streams_next_site(module)
+    ):
+        return _fused(query, key, value, attention_mask, position_bias, scaling=scaling, causal=causal), None
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if position_bias is not None:
         scores = scores + position_bias
     softcap = kwargs.get("softcap")

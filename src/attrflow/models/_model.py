@@ -9,6 +9,7 @@ implementation, every module's own training flag and every hook on exit, also af
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -32,7 +33,7 @@ from attrflow.models._interface import (
 from attrflow.models._mixing import MixingPasses
 from attrflow.models._passes import BranchPass, ForwardPass, Recording
 from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, task_of
-from attrflow.models._replay import embeddings_into, eval_mode, run_rows
+from attrflow.models._replay import embeddings_into, eval_mode, frozen_parameters, run_rows
 from attrflow.models._streaming import KeyCache, StreamingCapture, logits_only_at
 
 InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
@@ -179,7 +180,7 @@ class Model(MixingPasses):
             ) from exc
 
     # ------------------------------------------------------------------ running (internal)
-    def _logits(self, output: Any, position: int | None = None) -> torch.Tensor:
+    def _logits(self, output: Any, position: int | list[int] | None = None) -> torch.Tensor:
         logits = output.logits if hasattr(output, "logits") else output[0]
         if self.task == "causal-lm":
             # a copy, not a view: a view would keep every position's logits ([n, vocab]) alive
@@ -189,15 +190,27 @@ class Model(MixingPasses):
     def _position(self, encoding: Encoding) -> int | None:
         return int(encoding.positions[encoding.output_position]) if self.task == "causal-lm" else None
 
+    def _read_at(self, encoding: Encoding, positions: Sequence[int] | None) -> int | list[int] | None:
+        """The padded position whose logits are read; with ``positions`` (real indices), each of those."""
+        if positions is None:
+            return self._position(encoding)
+        if self.task != "causal-lm":
+            raise InvalidInputError("logits at other positions exist for causal language models only")
+        for p in positions:
+            if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= p < encoding.length:
+                raise InvalidInputError(f"position {p!r} is outside the {encoding.length} tokens")
+        return [int(encoding.positions[int(p)]) for p in positions]
+
     def _forward(
         self,
         inputs: Mapping[str, torch.Tensor],
         session: Session,
         *,
         batch: int = 1,
-        position: int | None = None,
+        position: int | list[int] | None = None,
     ) -> torch.Tensor:
-        """Logits ``[batch, C]`` of the explained position, with ``session`` active (call inside ``engaged``)."""
+        """Logits ``[batch, C]`` of the explained position (``[batch, k, C]`` for a list of positions), with
+        ``session`` active (call inside ``engaged``)."""
         session.reset()
         if session.gate is None:
             session.gate = _GATE.get()
@@ -222,7 +235,8 @@ class Model(MixingPasses):
         require_grad: bool = False,
         clean_leaves: bool = False,
         record: bool = False,
-        position: int | None = None,
+        stream: bool = False,
+        position: int | list[int] | None = None,
         probe: Probe | None = None,
         replay: bool | None = None,
     ) -> tuple[torch.Tensor, Session]:
@@ -233,7 +247,9 @@ class Model(MixingPasses):
         """
         probe = probe or self._probe
         replay = probe.replay_ok if replay is None else replay
-        session = Session(record=record, require_grad=require_grad, clean_leaves=clean_leaves, gate=_GATE.get())
+        session = Session(
+            record=record, require_grad=require_grad, clean_leaves=clean_leaves, stream=stream, gate=_GATE.get()
+        )
         plan: dict[int, int] = {}
         total = 1
         for site in sorted(branches):
@@ -244,12 +260,37 @@ class Model(MixingPasses):
             total += int(alphas.shape[0])
         session.reset()
         blocks = probe.blocks if replay else None
-        out = run_rows(self.model, inputs, session, total, blocks=blocks, plan=plan, encoder=self._encoder)
+        options: dict[str, Any] = {}
+        if stream and position is not None and self._accepts("logits_to_keep"):
+            # the LM head on the read positions only: [rows, N, vocab] logits (and their gradient) would dominate
+            wanted = [position] if isinstance(position, int) else position
+            options["logits_to_keep"] = torch.tensor(wanted, device=self.device)
+            position = 0 if isinstance(position, int) else list(range(len(wanted)))
+        if stream and self.task == "causal-lm" and self._accepts("use_cache"):
+            options["use_cache"] = False  # no key/value cache: memory, and blocks recomputed in the backward
+        with frozen_parameters(self.model) if stream else contextlib.nullcontext():
+            out = run_rows(
+                self.model,
+                inputs,
+                session,
+                total,
+                blocks=blocks,
+                plan=plan,
+                encoder=self._encoder,
+                options=options,
+                # encoder-decoders: the decoder's blocks run every row anyway and may keep a cache; not recomputed
+                engage=self.engaged if self._encoder is None else None,
+                recompute=probe.blocks,
+            )
         logits = self._logits(out, position)
         _finite.check_logits(self, logits, inputs)
         if logits.shape[0] != total:
             raise RuntimeError(f"expected {total} output rows, got {logits.shape[0]}")
         return logits, session
+
+    def _accepts(self, option: str) -> bool:
+        """Whether the model's forward takes ``option`` (e.g. ``logits_to_keep``: its LM head can skip positions)."""
+        return option in inspect.signature(self.model.forward).parameters
 
     def _real_attentions(self, records: Sequence[torch.Tensor], encoding: Encoding) -> torch.Tensor:
         """``[L, H, n, n]``: row 0 of each recorded ``[B, H, N, N]`` restricted to the real positions."""
@@ -266,7 +307,14 @@ class Model(MixingPasses):
         return gate if outer is None else outer * gate
 
     # ------------------------------------------------------------------ running
-    def run(self, encoding: Encoding, session: Session | None = None, *, batch: int = 1) -> torch.Tensor:
+    def run(
+        self,
+        encoding: Encoding,
+        session: Session | None = None,
+        *,
+        batch: int = 1,
+        positions: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """Logits ``[batch, C]`` at the explained position of ``encoding`` (gradients as the caller set them).
 
         Heads gated by :meth:`gate_heads` and interactions masked by :meth:`mask_interactions` apply. For the
@@ -276,6 +324,8 @@ class Model(MixingPasses):
             encoding: the input.
             session: deprecated; the pass's internal state. Use :meth:`forward_pass` instead.
             batch: how many identical rows to run (the logits repeat).
+            positions: causal LMs: read the logits at these real positions instead, ``[batch, k, C]`` (e.g. the
+                positions that predict a continuation's tokens).
         """
         if session is not None:
             warnings.warn(
@@ -284,8 +334,9 @@ class Model(MixingPasses):
                 DeprecationWarning,
                 stacklevel=2,
             )
+        position = self._read_at(encoding, positions)
         with self.engaged():
-            return self._forward(encoding.inputs, session or Session(), batch=batch, position=self._position(encoding))
+            return self._forward(encoding.inputs, session or Session(), batch=batch, position=position)
 
     def forward_pass(self, encoding: Encoding, *, gate: torch.Tensor | None = None) -> ForwardPass:
         """One forward pass of ``encoding`` that keeps every layer's attention probabilities.
@@ -323,9 +374,10 @@ class Model(MixingPasses):
         encoding = self.prepare(inputs, truncation=truncation)
         with torch.no_grad():
             clean = self.forward_pass(encoding)
-        return Recording(
-            encoding=encoding, logits=clean.logits.detach().cpu(), attentions=clean.attentions.float().cpu()
-        )
+        attentions = clean.attentions.cpu()
+        # half-precision probabilities stay in their type: exact either way, and their row sums' rounding is known
+        attentions = attentions if attentions.dtype in (torch.float16, torch.bfloat16) else attentions.float()
+        return Recording(encoding=encoding, logits=clean.logits.detach().cpu(), attentions=attentions)
 
     def capture_keys(self, inputs: InputLike, *, truncation: bool = True) -> KeyCache:
         """One forward pass that keeps every layer's queries and keys, not its attention: ``O(L·n·d)`` memory.
@@ -363,15 +415,18 @@ class Model(MixingPasses):
             )
         return module
 
-    def run_embeddings(self, encoding: Encoding, embeddings: torch.Tensor) -> torch.Tensor:
+    def run_embeddings(
+        self, encoding: Encoding, embeddings: torch.Tensor, *, positions: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """Logits ``[B, C]`` with the word embeddings of ``encoding`` replaced by ``embeddings`` ``[B, N, d]``.
 
         ``embeddings`` stands for the output of :meth:`input_embedding_module` (position and token-type embeddings
         are still added by the model); gradients flow back to it. Encoder-decoder models get the embeddings in the
-        encoder only: their decoder and classification head still read the token ids.
+        encoder only: their decoder and classification head still read the token ids. ``positions`` (causal LMs):
+        the logits at those real positions, ``[B, k, C]``.
         """
         batch = int(embeddings.shape[0])
-        position = self._position(encoding)
+        position = self._read_at(encoding, positions)
         with self.engaged():
             if self._encoder is None:
                 inputs = {key: value for key, value in encoding.inputs.items() if key != "input_ids"}
@@ -388,6 +443,8 @@ class Model(MixingPasses):
         require_grad: bool = False,
         clean_leaves: bool = False,
         record: bool = False,
+        stream: bool = False,
+        positions: Sequence[int] | None = None,
     ) -> BranchPass:
         """One pass that evaluates many attention replacements at once (the work behind AttAttr).
 
@@ -401,6 +458,12 @@ class Model(MixingPasses):
                 differentiate by (:attr:`BranchPass.clean_row_leaves`), giving ∂F/∂A at α = 1 for every layer in
                 the same backward.
             record: keep every site's clean (row 0) probabilities in :attr:`BranchPass.attentions`.
+            stream: memory-bounded: the sites without a branch run fused (their probabilities are never
+                materialised), the blocks without a branch are checkpointed (recomputed in the backward: it keeps
+                O(N·d) per row and block), the parameters stop requiring grad, and each branched site's clean
+                probabilities come back in :attr:`BranchPass.bases`. Same numbers up to the fused kernel's
+                rounding. Run the backward inside :meth:`engaged` (the recomputation engages by itself, at a cost).
+            positions: causal LMs: logits at these real positions, ``[rows, k, C]``.
 
         Returns:
             A :class:`BranchPass`: logits ``[1 + Σ R, C]``, row 0 clean, then the rows of each site in ascending
@@ -414,7 +477,8 @@ class Model(MixingPasses):
                 require_grad=require_grad,
                 clean_leaves=clean_leaves,
                 record=record,
-                position=self._position(encoding),
+                stream=stream,
+                position=self._read_at(encoding, positions),
             )
         return BranchPass(
             logits=logits,
@@ -422,6 +486,7 @@ class Model(MixingPasses):
             leaves=dict(session.leaves),
             clean_row_leaves=dict(session.clean_row_leaves),
             attentions=torch.stack([r[0] for r in session.records]) if record else None,
+            bases=dict(session.bases),
         )
 
     # ------------------------------------------------------------------ inputs
@@ -510,6 +575,21 @@ class Model(MixingPasses):
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidInputError(f"max_length must be a whole number >= 1, 'model' or None; got {max_length!r}")
         return _encoding.tokenize(self.tokenizer, text, text_pair, limit=limit)
+
+    def continuation_ids(self, text: str) -> tuple[int, ...]:
+        """Token ids of ``text`` to append to an input (no special tokens), e.g. a continuation to explain.
+
+        Raises:
+            InvalidInputError: no tokenizer, an empty text, or a text that gives no tokens.
+        """
+        if self.tokenizer is None:
+            raise InvalidInputError("this model has no tokenizer: give the continuation as token ids")
+        if not isinstance(text, str) or not text:
+            raise InvalidInputError(f"a continuation must be a non-empty string, got {text!r}")
+        ids = _encoding.continuation_ids(self.tokenizer, text)
+        if not ids:
+            raise InvalidInputError(f"the continuation {text!r} gives no tokens")
+        return ids
 
     # ------------------------------------------------------------------ interventions
     @contextlib.contextmanager

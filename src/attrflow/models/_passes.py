@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,7 +17,8 @@ class Recording:
     Attributes:
         encoding: the input.
         logits: ``[C]`` the model's output at the explained position (class logits, or next-token logits).
-        attentions: float32 ``[L, H, n, n]`` over the n real positions (row = query, column = key), on the CPU.
+        attentions: float32 ``[L, H, n, n]`` over the n real positions (row = query, column = key), on the CPU
+            (float16/bfloat16 for models in those types: the probabilities as the model used them).
     """
 
     encoding: Encoding
@@ -65,6 +66,8 @@ class BranchPass:
         clean_row_leaves: with ``require_grad`` and ``clean_leaves``, ``{site: [1, H, N, N]}`` row 0's
             probabilities at every site, inside the graph: one backward gives ∂F/∂A at α = 1 for every layer.
         attentions: with ``record``, ``[L, H, N, N]`` every site's clean (row 0) probabilities, detached; else None.
+        bases: with ``stream``, ``{site: [H, N, N]}`` the clean probabilities A of each branched site, detached
+            (the other sites ran fused and kept none).
     """
 
     logits: torch.Tensor
@@ -72,3 +75,4 @@ class BranchPass:
     leaves: Mapping[int, torch.Tensor]
     clean_row_leaves: Mapping[int, torch.Tensor]
     attentions: torch.Tensor | None = None
+    bases: Mapping[int, torch.Tensor] = field(default_factory=dict)

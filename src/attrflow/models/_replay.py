@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attrflow.models._interface import Session, active_session
+from attrflow.models._interface import _SESSION, Session, active_session
 
 
 @contextlib.contextmanager
@@ -32,6 +32,23 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad inside the block (each gets its own flag back on exit).
+
+    Gradients by activations alone then keep no layer inputs for weight gradients: a backward through the
+    model holds what the activation gradients need, no more.
+    """
+    thawed = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for parameter in thawed:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in thawed:
+            parameter.requires_grad_(True)
 
 
 def candidate_blocks(model: nn.Module) -> list[nn.Module]:
@@ -126,6 +143,62 @@ def embeddings_into(encoder: nn.Module, embeddings: torch.Tensor) -> Iterator[No
         yield
 
 
+@contextlib.contextmanager
+def recomputed_blocks(
+    blocks: Sequence[nn.Module],
+    session: Session,
+    plan: Mapping[int, int],
+    engage: Callable[[], contextlib.AbstractContextManager[None]],
+) -> Iterator[None]:
+    """Activation checkpointing of the block calls that hold no branched site (``plan``'s calls run as usual).
+
+    A checkpointed call keeps only its inputs for the backward and runs again during it, as it ran the first time:
+    inside ``engage()`` (attrflow's attention, eval mode), with its parameters frozen, under a fresh streaming
+    session (its attention fused, nothing recorded). Per row and block the backward then keeps N·d numbers instead
+    of the block's activations. Needs the branching hooks' call count (``session.block_calls``).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def quietly(block: nn.Module, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if _SESSION.get() is not None:
+            return forward(*args, **kwargs)
+        # the recomputation, during the backward
+        with engage(), frozen_parameters(block), active_session(Session(stream=True)):
+            return forward(*args, **kwargs)
+
+    saved: list[tuple[nn.Module, Any]] = []
+    for block in _flat(blocks):
+        previous = block.__dict__.get("forward")
+        forward = block.forward
+
+        def wrapped(
+            *args: Any, _block: nn.Module = block, _forward: Callable[..., Any] = forward, **kwargs: Any
+        ) -> Any:
+            if session.block_calls - 1 in plan or not torch.is_grad_enabled():
+                return _forward(*args, **kwargs)
+            return checkpoint(quietly, _block, _forward, *args, use_reentrant=False, **kwargs)
+
+        block.forward = wrapped
+        saved.append((block, previous))
+    try:
+        yield
+    finally:
+        for block, previous in saved:
+            if previous is None:
+                del block.forward
+            else:
+                block.forward = previous
+
+
+def _flat(blocks: Sequence[nn.Module]) -> list[nn.Module]:
+    """The blocks that neither hold nor sit inside another block (T5's and ALBERT's nested layer lists are left
+    alone: a checkpointed call must run the same modules once, the same way, when it is recomputed)."""
+    ids = {id(block) for block in blocks}
+    inside = {id(m) for block in blocks for m in block.modules() if m is not block and id(m) in ids}
+    holders = {id(block) for block in blocks if any(m is not block and id(m) in ids for m in block.modules())}
+    return [block for block in blocks if id(block) not in inside and id(block) not in holders]
+
+
 def run_rows(
     model: Any,
     inputs: Mapping[str, torch.Tensor],
@@ -135,12 +208,17 @@ def run_rows(
     blocks: Sequence[nn.Module] | None,
     plan: Mapping[int, int],
     encoder: nn.Module | None,
+    options: Mapping[str, Any] | None = None,
+    engage: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
+    recompute: Sequence[nn.Module] = (),
 ) -> Any:
     """Run ``model`` on ``rows`` rows of the batch-1 ``inputs`` under ``session``; returns the model's output.
 
     With ``blocks`` (layer replay), only row 0 enters the model and block call k grows ``plan[k]`` rows off it, so
     the layers below a branch point run once; without, every row runs the whole model from identical inputs (same
-    numbers, more work).
+    numbers, more work). ``options`` go to the model's forward as they are (e.g. ``logits_to_keep``). With
+    ``engage``, a streaming session's calls of the ``recompute`` blocks that hold no branch are checkpointed
+    (:func:`recomputed_blocks`, recomputed inside ``engage()``).
     """
     expanded = {key: value.expand(rows, *value.shape[1:]) for key, value in inputs.items()}
     with contextlib.ExitStack() as stack:
@@ -150,7 +228,12 @@ def run_rows(
             stack.enter_context(first_row_into(encoder, rows))
         elif blocks is not None:
             expanded = dict(inputs)
+        checkpointed = session.stream and session.gate is None and not session.edits and engage is not None
         if blocks is not None:
             stack.enter_context(branching_hooks(blocks, session, plan))
+        elif checkpointed and recompute:
+            stack.enter_context(counting_hooks(recompute, session))  # which call holds a branch
+        if checkpointed and recompute and engage is not None:
+            stack.enter_context(recomputed_blocks(recompute, session, plan, engage))
         stack.enter_context(active_session(session))
-        return model(**expanded)
+        return model(**expanded, **(options or {}))

@@ -7,6 +7,7 @@ quadrature nodes. The attention function it needs is registered on first use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,7 +51,14 @@ def _register() -> None:
 
 
 def naive_attattr(
-    model: Any, inputs: dict[str, torch.Tensor], layer: int, target: int, steps: int, rule: str = "riemann-left"
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    layer: int,
+    target: int,
+    steps: int,
+    rule: str = "riemann-left",
+    *,
+    value: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Self-attention attribution of one layer, literally: one full forward + backward per quadrature point.
 
@@ -60,6 +68,8 @@ def naive_attattr(
         layer: the attention call (site) whose probabilities are attributed, in call order.
         target: the output whose probability is F.
         steps: quadrature points; ``rule="riemann-left"`` is the official code (α = k/m, k = 0..m−1).
+        value: F as a function of the model's whole logits (``[1, N, V]`` for causal LMs, ``[1, C]`` otherwise),
+            instead of the probability of ``target`` at the last position (e.g. a continuation's log-probability).
 
     Returns:
         ``[H, N, N]``: ``A ⊙ Σ_k w_k ∂F(α_k·A)/∂A``.
@@ -82,8 +92,11 @@ def naive_attattr(
         for k, alpha in enumerate(alphas):
             _ORACLE.update(count=0, layer=layer, alpha=float(alpha), A=A)
             logits = model(**inputs).logits
-            logits = logits[:, -1] if logits.dim() == 3 else logits
-            prob = torch.softmax(logits, -1)[0, target]
+            if value is not None:
+                prob = value(logits)
+            else:
+                logits = logits[:, -1] if logits.dim() == 3 else logits
+                prob = torch.softmax(logits, -1)[0, target]
             (grad,) = torch.autograd.grad(prob, _ORACLE["leaf"])
             total += grad if weights is None else float(weights[k]) * grad
     finally:

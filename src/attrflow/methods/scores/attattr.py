@@ -61,24 +61,30 @@ class AttAttr(Method):
         batch_size: int | None = None,
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> TokenScores:
-        """AttAttr token scores ``[L, n]`` (signed); per-layer matrices are the attributions summed over heads."""
+        """AttAttr token scores ``[L, n]`` (signed); per-layer matrices are the attributions summed over heads.
+
+        Long inputs, whose full ``[L, H, n, n]`` attributions would not fit the available memory, are attributed
+        with ``keep="tokens"`` (same scores, memory that grows with n·d; no per-layer matrices)."""
         context.require_output_position(self.name)
-        result = context.attribution(layers=layers, steps=steps, rule=rule, batch_size=batch_size, tolerance=tolerance)
-        attributions = result.attributions.double()
+        result = context.attribution(
+            layers=layers, steps=steps, rule=rule, batch_size=batch_size, tolerance=tolerance, keep="auto"
+        )
         gaps = result.completeness_gap.double()
         worst = int(gaps.abs().argmax()) if gaps.numel() else 0
+        assert result.token_totals is not None
         return context.result(
             self.name,
-            attributions.sum(dim=(1, 2)).float(),
+            result.token_totals,
             "Attr summed over heads and query rows per key token j, per layer (overall: summed over layers); signed",
             layers=result.layers,
             summary="sum",
-            matrices=attributions.sum(dim=1).float(),
+            matrices=result.attributions.double().sum(dim=1).float() if result.has_full else None,
             completeness_gap=float(gaps[worst]) if gaps.numel() else None,
             settings={
                 "rule": rule,
                 "steps": steps,
                 "steps_per_layer": list(result.settings.get("steps_per_layer", [])),
                 "tolerance": tolerance,
+                "keep": result.settings.get("keep", "full"),
             },
         )

@@ -32,9 +32,8 @@ class Blankout(Method):
         check_choice("replacement", replacement, Replacement)
         check_int("batch_size", batch_size, minimum=1)
         context.require_output_position(self.name)
-        probabilities = context.blankout_probabilities(replacement=replacement, batch_size=batch_size)
-        y = context.target
-        scores = (probabilities[0, y] - probabilities[1:, y]).abs()
+        values = context.blankout_values(replacement=replacement, batch_size=batch_size)
+        scores = (values[0] - values[1:]).abs()
         return context.result(
             self.name,
             scores.float(),
