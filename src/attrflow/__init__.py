@@ -95,6 +95,8 @@ _EXPORTS: dict[str, str] = {
     "faithfulness": "attrflow.analysis.faithfulness",
     "aopc": "attrflow.analysis.faithfulness",
     "FaithfulnessReport": "attrflow.analysis.faithfulness",
+    "leaderboard": "attrflow.analysis.leaderboard",
+    "Leaderboard": "attrflow.analysis.leaderboard",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -129,6 +131,7 @@ if TYPE_CHECKING:
     from attrflow.analysis.heads import (
         prune_curve as prune_curve,
     )
+    from attrflow.analysis.leaderboard import Leaderboard, leaderboard
     from attrflow.analysis.token_scores import (
         attattr_scores as attattr_scores,
     )

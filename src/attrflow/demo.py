@@ -1,7 +1,7 @@
 """The tour of attrflow that ``make demo`` runs: reports for a few inputs on the built-in models and an index.
 
 Everything runs offline on the models shipped with attrflow. Sections that need more time (heads, triggers,
-faithfulness) run on small samples so the whole demo stays within a few minutes on two CPU cores.
+faithfulness, the leaderboard) run on small samples so the whole demo stays within a few minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -75,6 +75,40 @@ def _faithfulness_page(out: Path, progress: bool = False) -> DemoEntry:
     return DemoEntry("evaluation", "Spearman with blank-out and gradients, AOPC (16 sentences)", path, summary)
 
 
+def _leaderboard_page(out: Path, progress: bool = False) -> DemoEntry:
+    """A small leaderboard: fast methods and the two baselines on 16 agreement sentences, every metric."""
+    from attrflow import load_dataset
+    from attrflow.analysis.faithfulness import QUICK_METHODS
+    from attrflow.analysis.leaderboard import leaderboard
+    from attrflow.runner import RunOptions
+    from attrflow.viz.leaderboard import render_leaderboard_page
+    from attrflow.viz.page import write_page
+
+    test = load_dataset("agreement", split="test")
+    board = leaderboard(
+        "agreement",
+        test,
+        methods=(*QUICK_METHODS, "attattr"),
+        examples=16,
+        naopc_examples=8,
+        exact_max=8,
+        sanity_examples=4,
+        sanity_depths="full",
+        timing_examples=2,
+        steps=4,
+        run=RunOptions(progress=progress),
+    )
+    data = board.to_dict()
+    page = render_leaderboard_page(
+        data, title="attrflow — leaderboard (agreement, 16 sentences)", back=("index.html", "attrflow demo")
+    )
+    path = write_page(page, out / "leaderboard.html")
+    ranked = {m: e["naopc_comprehensiveness"]["mean"] for m, e in data["methods"].items()}
+    best = max((m for m in ranked if ranked[m] is not None), key=lambda m: ranked[m])
+    summary = f"best normalised AOPC: {best} ({ranked[best]:.2f}); sanity check failed: {', '.join(board.flagged())}"
+    return DemoEntry("leaderboard", "every method and two baselines, one protocol (16 sentences)", path, summary)
+
+
 def _heads_page(out: Path, progress: bool = False) -> DemoEntry:
     """Head importance (AttAttr, Taylor, attention, random) and pruning curves on a small, label-mixed sample."""
     from attrflow import load_dataset
@@ -143,6 +177,7 @@ def run_demo(
         ("agreement sentence", lambda: _explanation_page("agreement", _agreement_sentence(), out, "agreement-1"))
     )
     jobs.append(("faithfulness: 16 agreement sentences", functools.partial(_faithfulness_page, out, progress)))
+    jobs.append(("leaderboard: 16 agreement sentences", functools.partial(_leaderboard_page, out, progress)))
     jobs.append(
         ("head importance and pruning: 16 tweets, accuracy on 160", functools.partial(_heads_page, out, progress))
     )

@@ -59,6 +59,7 @@ _LAZY_RESULT_TYPES: dict[str, str] = {
     "FaithfulnessReport": "attrflow.analysis.faithfulness.report",
     "TriggerPatterns": "attrflow.analysis.triggers.patterns",
     "AttackReport": "attrflow.analysis.triggers.report",
+    "Leaderboard": "attrflow.analysis.leaderboard.result",
     "ContextMixing": "attrflow.methods.mixing",
 }
 

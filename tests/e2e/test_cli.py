@@ -101,3 +101,23 @@ def test_explain_without_attattr_is_attention_only(model_dir, tmp_path, capsys):
     assert "include attattr" in capsys.readouterr().err
     assert main(["explain", "x", "--model", str(model_dir), "--methods", "lime"]) == 1
     assert "unknown method 'lime'" in capsys.readouterr().err
+
+
+def test_leaderboard_writes_every_output_and_resumes(model_dir, tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    texts = ["the movie was good", "a boring plot", "it is not very good but fun", "the acting was terrible"]
+    data.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "board"
+    args = ["leaderboard", "--model", str(model_dir), "--data", str(data), "--methods", "rollout,attention"]
+    args += ["--sanity-examples", "2", "--sanity-depths", "full", "--timing-examples", "1", "--no-tree"]
+    args += ["--no-figures", "--no-progress", "--threads", "1", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Leaderboard: 4 examples" in printed and "random, position" in printed
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert set(board["methods"]) == {"rollout", "attention", "random", "position", "blankout", "gradient_l2"}
+    assert board["sanity"]["depths"] == [3] and board["naopc"]["exact"] == 4
+    for name in ("leaderboard.html", "leaderboard.md", "leaderboard.parquet", "leaderboard.safetensors"):
+        assert (out / name).is_file()
+    assert main(args) == 0  # the run directory is complete: nothing is recomputed
+    assert json.loads((out / "leaderboard.json").read_text())["methods"] == board["methods"]

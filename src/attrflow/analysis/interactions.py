@@ -3,7 +3,8 @@
 Hao et al. (AAAI 2021, §4.3) argue that the interactions in the attribution tree are the ones the model relies
 on. :func:`interaction_effect` tests that claim on one input: it zeroes the chosen attention entries (query i →
 key j, every head of the given layers, no renormalisation — as AttAttr's baseline does) and reports the drop in
-the target probability, next to masking the same number of highest-attention entries and of random entries.
+the target probability, next to masking the same number of highest-attention entries, of the entries that carry
+the most attention rollout (:func:`attrflow.flow.rollout.rollout_edge_weights`) and of random entries.
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ import numpy as np
 import torch
 
 from attrflow.errors import InvalidInputError
+from attrflow.flow.rollout import rollout_edge_weights
 from attrflow.models import Model
 
 Interactions = Mapping[int, Sequence[tuple[int, int]]]
 
-__all__ = ["InteractionEffect", "interaction_effect", "masked_probability"]
+__all__ = [
+    "InteractionEffect",
+    "interaction_effect",
+    "masked_probability",
+    "random_interactions",
+    "top_interactions",
+]
 
 
 def masked_probability(model: Model, inputs: Any, interactions: Interactions, *, target: int) -> float:
@@ -38,6 +46,25 @@ def masked_probability(model: Model, inputs: Any, interactions: Interactions, *,
     return float(torch.softmax(logits.float(), dim=-1)[0, target])
 
 
+def top_interactions(weights: torch.Tensor, counts: Mapping[int, int]) -> dict[int, list[tuple[int, int]]]:
+    """The ``counts[layer]`` entries of each layer with the largest ``weights[layer]`` (``[L, n, n]``), as
+    ``{layer: [(query, key), ...]}`` (ties: the earlier entry in row-major order)."""
+    n = int(weights.shape[-1])
+    chosen: dict[int, list[tuple[int, int]]] = {}
+    for layer, k in counts.items():
+        flat = weights[layer].reshape(-1).double()
+        order = torch.argsort(-flat, stable=True)[:k].tolist()
+        chosen[layer] = [divmod(int(f), n) for f in order]
+    return chosen
+
+
+def random_interactions(
+    n: int, counts: Mapping[int, int], rng: np.random.Generator
+) -> dict[int, list[tuple[int, int]]]:
+    """``counts[layer]`` distinct entries of each layer's ``n × n`` attention, drawn uniformly by ``rng``."""
+    return {layer: [divmod(int(f), n) for f in rng.choice(n * n, size=k, replace=False)] for layer, k in counts.items()}
+
+
 @dataclass(frozen=True)
 class InteractionEffect:
     """Drop of the target probability when interactions are masked, next to two controls.
@@ -48,6 +75,8 @@ class InteractionEffect:
         chosen_drop: drop when masking the chosen interactions.
         attention_drop: drop when masking the same number of highest-attention entries (head mean) per layer.
         random_drop_mean / random_drop_std: drop when masking as many random entries per layer (several draws).
+        rollout_drop: drop when masking as many entries per layer that carry the most of the explained position's
+            attention rollout (:func:`attrflow.flow.rollout.rollout_edge_weights`).
     """
 
     probability: float
@@ -56,6 +85,7 @@ class InteractionEffect:
     attention_drop: float
     random_drop_mean: float
     random_drop_std: float
+    rollout_drop: float = float("nan")
 
     def to_dict(self) -> dict[str, float | int]:
         """Plain JSON-ready values."""
@@ -67,6 +97,7 @@ class InteractionEffect:
             ("target probability, clean", f"{self.probability:.4f}"),
             ("drop: chosen interactions", f"{self.chosen_drop:+.4f}"),
             ("drop: as many top-attention entries", f"{self.attention_drop:+.4f}"),
+            ("drop: as many top-rollout entries", f"{self.rollout_drop:+.4f}"),
             ("drop: as many random entries", f"{self.random_drop_mean:+.4f} ± {self.random_drop_std:.4f}"),
         ]
         body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -82,7 +113,7 @@ def interaction_effect(
     random_draws: int = 5,
     seed: int = 0,
 ) -> InteractionEffect:
-    """Compare masking ``interactions`` with masking top-attention and random entries of the same layers.
+    """Compare masking ``interactions`` with masking top-attention, top-rollout and random entries of the same layers.
 
     Args:
         model: an :class:`attrflow.Model`.
@@ -102,17 +133,17 @@ def interaction_effect(
     clean = float(probabilities[target])
     n = encoding.length
     counts = {layer % model.num_layers: len(set(pairs)) for layer, pairs in interactions.items() if pairs}
-    top: dict[int, list[tuple[int, int]]] = {}
+    attentions = clean_pass.attentions.detach().float().cpu()
+    top = {}
     for layer, k in counts.items():
-        mean = clean_pass.attentions[layer].mean(0)
+        mean = attentions[layer].mean(0)
         flat = torch.topk(mean.flatten(), k).indices.tolist()
         top[layer] = [divmod(int(f), n) for f in flat]
+    rollout = top_interactions(rollout_edge_weights(attentions, position=encoding.output_position), counts)
     rng = np.random.default_rng(seed)
     random_drops = []
     for _ in range(random_draws):
-        drawn = {
-            layer: [divmod(int(f), n) for f in rng.choice(n * n, size=k, replace=False)] for layer, k in counts.items()
-        }
+        drawn = random_interactions(n, counts, rng)
         random_drops.append(clean - masked_probability(model, encoding, drawn, target=target))
     return InteractionEffect(
         probability=clean,
@@ -121,4 +152,5 @@ def interaction_effect(
         attention_drop=clean - masked_probability(model, encoding, top, target=target),
         random_drop_mean=float(np.mean(random_drops)),
         random_drop_std=float(np.std(random_drops)),
+        rollout_drop=clean - masked_probability(model, encoding, rollout, target=target),
     )

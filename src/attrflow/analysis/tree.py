@@ -160,8 +160,9 @@ class AttributionTree:
         """Check the paper's claim that the tree's edges carry the prediction (Hao et al. 2021, §4.3).
 
         Zeroes the tree's interactions (query = parent, key = child, every head of the edge's layer) and reports
-        the drop in the target probability, next to masking as many highest-attention entries and random entries
-        of the same layers (mean ± std over ``random_draws`` seeded draws).
+        the drop in the target probability, next to masking as many highest-attention entries, the entries that
+        carry the most attention rollout, and random entries of the same layers (mean ± std over ``random_draws``
+        seeded draws). The leaderboard measures the same over a dataset, with intervals.
 
         Args:
             model: the :class:`attrflow.Model` the tree's result was computed with.

@@ -28,6 +28,7 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "zoo",
     "attack",
     "evaluate",
+    "leaderboard",
     "heads",
 )
 

@@ -21,7 +21,7 @@ from attrflow.flow._graph import (
     resolve_index,
 )
 
-__all__ = ["attention_rollout"]
+__all__ = ["attention_rollout", "rollout_edge_weights"]
 
 
 def attention_rollout(
@@ -92,3 +92,34 @@ def attention_rollout(
         sums = rollout.sum(axis=-1, keepdims=True)
         np.divide(rollout, sums, out=rollout, where=sums > 0)
     return torch.from_numpy(rollout).to(dtype)
+
+
+def rollout_edge_weights(attentions: AttentionInput, *, position: int = 0) -> torch.Tensor:
+    """How much of the explained position's rollout passes through each attention edge of each layer.
+
+    With ``W_l`` the head mean of layer l, ``Ā_l = 0.5·W_l + 0.5·I`` and ``R_{>l} = Ā_{L-1} ⋯ Ā_{l+1}`` (the rollout of the layers above l, the
+    identity for the top layer), the rollout of position p through the attention part of edge i → j of layer l is
+    ``R_{>l}[p, i] · 0.5·W_l[i, j]``: the share of p's final representation that reaches j by way of position i
+    attending to j in layer l. In every layer the edges carry half of p's rollout and the residual the other half
+    (rows of ``R_{>l}`` sum to 1). Ranking a layer's edges by this weight gives the "highest-rollout" interactions, the rollout
+    counterpart of an attribution tree's edges (Hao et al., AAAI 2021, §4.3).
+
+    Args:
+        attentions: attention probabilities ``[L, H, n, n]`` (row = query, column = key).
+        position: the explained output position p ([CLS] = 0; the last token for causal LMs).
+
+    Returns:
+        ``[L, n, n]`` float64: ``[l, i, j] = R_{>l}[p, i] · 0.5·W_l[i, j]``.
+    """
+    tensor, _ = as_attention_tensor(attentions)
+    num_layers, _, n, _ = tensor.shape
+    p = resolve_index("position", position, n, "positions")
+    graph, _ = attention_graph(tensor, residual=True, head_fusion="mean", head=None)
+    attention_part = graph - 0.5 * np.eye(n)
+    weights = np.empty((num_layers, n, n))
+    above = np.zeros(n)
+    above[p] = 1.0
+    for layer in range(num_layers - 1, -1, -1):
+        weights[layer] = above[:, None] * attention_part[layer]
+        above = above @ graph[layer]
+    return torch.from_numpy(weights)

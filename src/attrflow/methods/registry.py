@@ -79,6 +79,8 @@ class Method(ABC):
             attention-derived matrix that any position has.
         cost: the work per input, in words (e.g. ``"1 forward"``, ``"n forwards"``), for tables and the explorer.
         in_explain: shown by :func:`attrflow.explain` when no methods are named.
+        baseline: a floor that reads nothing of the model (random scores, token position): the leaderboard evaluates
+            it like every method; ``evaluate``'s and ``explain``'s defaults leave it out.
         reports: names of the numbers it reports about its own accuracy per input (``"completeness_gap"``, or a
             key of ``TokenScores.diagnostics``), kept per example by dataset-level evaluations.
     """
@@ -93,6 +95,7 @@ class Method(ABC):
     reads_output: ClassVar[bool] = True
     cost: ClassVar[str] = ""
     in_explain: ClassVar[bool] = False
+    baseline: ClassVar[bool] = False
     reports: ClassVar[tuple[str, ...]] = ()
 
     def report_values(self, scores: TokenScores) -> dict[str, float]:
@@ -186,6 +189,7 @@ class Method(ABC):
             reads_output=self.reads_output,
             cost=self.cost,
             options=self.options(),
+            baseline=self.baseline,
         )
 
     def __repr__(self) -> str:
@@ -207,6 +211,7 @@ class MethodInfo:
         reads_output: whether it explains the model's output (a target) rather than an attention row.
         cost: the work per input, in words.
         options: its keyword options and their defaults.
+        baseline: a floor that reads nothing of the model (random, position).
     """
 
     name: str
@@ -219,6 +224,7 @@ class MethodInfo:
     reads_output: bool
     cost: str
     options: Mapping[str, Any]
+    baseline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (option defaults as strings where they are not plain values)."""
@@ -234,6 +240,7 @@ class MethodInfo:
             "reads_output": self.reads_output,
             "cost": self.cost,
             "options": {k: v if isinstance(v, plain) else repr(v) for k, v in self.options.items()},
+            "baseline": self.baseline,
         }
 
 

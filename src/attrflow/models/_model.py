@@ -651,6 +651,17 @@ class Model(MixingPasses):
         finally:
             _EDITS.reset(token)
 
+    def randomized(self, top: int, *, seed: int = 0) -> Model:
+        """A copy with its top ``top`` layers and everything above them re-initialised (this model is unchanged).
+
+        The model-parameter randomisation test of Adebayo et al. (NeurIPS 2018), cascading from the top: the head,
+        the final norm and the top ``top`` layer blocks get the architecture's own fresh initialisation (seeded);
+        the embeddings and the layers below keep their trained weights. See :mod:`attrflow.models._randomize`.
+        """
+        from attrflow.models._randomize import randomized_copy
+
+        return randomized_copy(self, top, seed=seed)
+
     def check_dataset(self, dataset: Any) -> None:
         """Refuse a labelled dataset whose classes are not this model's (their number, or their names in order).
 

@@ -55,6 +55,7 @@ def line_chart(
     x_labels: Sequence[str],
     *,
     bands: Mapping[str, Sequence[float]] | None = None,
+    intervals: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
     y_range: tuple[float, float] | None = None,
     title: str = "",
     x_label: str = "",
@@ -69,6 +70,7 @@ def line_chart(
         series: ``{name: y values}``, each as long as ``x_labels``.
         x_labels: the x tick labels.
         bands: ``{name: half-widths}`` drawn as a translucent band around the line (e.g. the std).
+        intervals: ``{name: (lows, highs)}`` drawn as a translucent band (e.g. a bootstrap interval).
         y_range: the y axis limits; default the data's range with a margin.
         title, x_label, y_label: texts (escaped).
     """
@@ -79,6 +81,8 @@ def line_chart(
         ys = series.get(name, [])
         values += _finite([y + h for y, h in zip(ys, widths, strict=False)])
         values += _finite([y - h for y, h in zip(ys, widths, strict=False)])
+    for lows, highs in (intervals or {}).values():
+        values += _finite(list(lows)) + _finite(list(highs))
     low, high = y_range if y_range else (min(values, default=0.0), max(values, default=1.0))
     if high <= low:
         low, high = low - 0.5, high + 0.5
@@ -109,6 +113,12 @@ def line_chart(
         if half is not None:
             upper = [(x(i), y(v + h)) for i, (v, h) in enumerate(zip(ys, half, strict=False)) if math.isfinite(v + h)]
             lower = [(x(i), y(v - h)) for i, (v, h) in enumerate(zip(ys, half, strict=False)) if math.isfinite(v - h)]
+            outline = " ".join(f"{px:.1f},{py:.1f}" for px, py in upper + lower[::-1])
+            parts.append(f'<polygon points="{outline}" fill="{stroke}" fill-opacity="0.1" stroke="none"/>')
+        span = (intervals or {}).get(name)
+        if span is not None:
+            upper = [(x(i), y(h)) for i, h in enumerate(span[1]) if math.isfinite(h)]
+            lower = [(x(i), y(v)) for i, v in enumerate(span[0]) if math.isfinite(v)]
             outline = " ".join(f"{px:.1f},{py:.1f}" for px, py in upper + lower[::-1])
             parts.append(f'<polygon points="{outline}" fill="{stroke}" fill-opacity="0.1" stroke="none"/>')
         if len(points) > 1:

@@ -10,6 +10,7 @@ registered method.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from attrflow.analysis.faithfulness.evaluate import (
@@ -58,10 +59,13 @@ def __getattr__(name: str) -> Any:
     """The method lists of the time before the registry, computed from it (deprecated)."""
     from attrflow.methods.registry import get_method, method_names
 
-    lists = {
-        "METHODS": lambda: method_names(),
-        "LAYERWISE_METHODS": lambda: tuple(m for m in method_names() if get_method(m).per_layer),
-        "GRADIENT_METHODS": lambda: tuple(m for m in method_names() if not get_method(m).per_layer),
+    def scored() -> tuple[str, ...]:
+        return tuple(m for m in method_names() if not get_method(m).baseline)
+
+    lists: dict[str, Callable[[], tuple[str, ...]]] = {
+        "METHODS": scored,
+        "LAYERWISE_METHODS": lambda: tuple(m for m in scored() if get_method(m).per_layer),
+        "GRADIENT_METHODS": lambda: tuple(m for m in scored() if not get_method(m).per_layer),
     }
     if name in lists:
         warnings.warn(

@@ -15,7 +15,7 @@ import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,9 +42,16 @@ __all__ = [
     "REFERENCES",
     "FaithfulnessOptions",
     "FaithfulnessTask",
+    "compute_methods",
+    "dataset_name",
     "evaluate_example",
+    "example_context",
     "faithfulness",
+    "method_plan",
     "quick_faithfulness",
+    "ranked_scores",
+    "select_examples",
+    "shared_options",
 ]
 
 # blank-out is the paper's ground truth; the gradient's L2 norm replaces its summed gradient, which is rounding
@@ -124,8 +131,9 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- one example
-def _ranked(scores: TokenScores, aopc_layer: int, num_layers: int) -> Any:
-    """The vector AOPC ranks: the method's overall scores, or for cumulative per-layer methods ``aopc_layer``."""
+def ranked_scores(scores: TokenScores, aopc_layer: int, num_layers: int) -> Any:
+    """The one vector a method is judged by: its overall scores, or for cumulative per-layer methods (rollout,
+    flow, raw attention) the layer ``aopc_layer`` (the overall scores at the default, the last layer)."""
     if not scores.per_layer or scores.summary == "sum":
         return scores.overall
     return scores.at(aopc_layer % num_layers)
@@ -139,32 +147,60 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def example_context(model: Model, example: Any, target: TargetRule) -> tuple[ExplainContext, int | None]:
+    """The shared context of one example and its gold label (None when unlabelled).
+
+    ``target="label"`` explains the gold class (the prediction for unlabelled examples or labels the model does
+    not have); ``"predicted"`` the prediction.
+    """
+    item = as_example(example)
+    gold = item.label if item.label >= 0 else None
+    inputs = item.text if item.text_pair is None else (item.text, item.text_pair)
+    use_label = target == "label" and gold is not None and gold < model.num_outputs
+    return ExplainContext(model, inputs, target=gold if use_label else None), gold
+
+
+def method_plan(
+    model: Model,
+    names: Sequence[str],
+    options_for: Callable[[str], dict[str, Any]],
+    *,
+    table_layers: Sequence[int],
+    aopc_layer: int,
+) -> dict[str, dict[str, Any]]:
+    """Each method's options for one example: its own, plus for per-layer methods the layers the tables and the
+    ranking need (all layers for those whose layers add up)."""
+    plan: dict[str, dict[str, Any]] = {}
+    for name in names:
+        method = get_method(name)
+        extra = options_for(name)
+        if method.per_layer and "layers" in method.options():
+            wanted = None if method.summary == "sum" else sorted(set(table_layers) | {aopc_layer % model.num_layers})
+            extra = {"layers": wanted, **extra}
+        plan[name] = extra
+    return plan
+
+
+def compute_methods(context: ExplainContext, plan: Mapping[str, Mapping[str, Any]]) -> dict[str, TokenScores]:
+    """Every planned method's scores from one shared context: each announces its shared work first (so that work
+    runs once, in the form the most demanding method needs), then each computes."""
+    for name, extra in plan.items():
+        get_method(name).prepare(context, **extra)
+    with _quiet():
+        return {name: get_method(name).compute(context, **extra) for name, extra in plan.items()}
+
+
 def evaluate_example(model: Model, example: Any, options: FaithfulnessOptions) -> dict[str, Any]:
     """The record of one example: every method's token scores, erasure curves and reported numbers.
 
     A pure function of the model, the example and the options (what :class:`FaithfulnessTask` wraps).
     """
-    item = as_example(example)
-    gold = item.label if item.label >= 0 else None
-    inputs = item.text if item.text_pair is None else (item.text, item.text_pair)
-    use_label = options.target == "label" and gold is not None and gold < model.num_outputs
-    context = ExplainContext(model, inputs, target=gold if use_label else None)
+    context, gold = example_context(model, example, options.target)
     table_layers = resolve_layers(None if options.layers == "all" else list(options.layers), model.num_layers)
     aopc_layer = options.aopc_layer % model.num_layers
-    results: dict[str, TokenScores] = {}
-    planned: dict[str, dict[str, Any]] = {}
-    for name in options.scored:
-        method = options.method(name)
-        extra = options.options_for(name)
-        if method.per_layer and "layers" in method.options():
-            wanted = None if method.summary == "sum" else sorted(set(table_layers) | {aopc_layer})
-            extra = {"layers": wanted, **extra}
-        planned[name] = extra
-        method.prepare(context, **extra)
-    with _quiet():
-        for name, extra in planned.items():
-            results[name] = options.method(name).compute(context, **extra)
-    ranked = {name: _ranked(scores, aopc_layer, model.num_layers) for name, scores in results.items()}
+    plan = method_plan(model, options.scored, options.options_for, table_layers=table_layers, aopc_layer=aopc_layer)
+    results = compute_methods(context, plan)
+    ranked = {name: ranked_scores(scores, aopc_layer, model.num_layers) for name, scores in results.items()}
     curves = erasure_curves(
         model, context.encoding, ranked, context.target, options.bins, options.removal, options.batch_size
     )
@@ -265,7 +301,8 @@ def _check_model(model: Model, options: FaithfulnessOptions) -> None:
 # ---------------------------------------------------------------------------------------------- options
 def _methods(methods: Sequence[str] | str | None, model: Model | None) -> tuple[str, ...]:
     if methods is None or methods == "all":
-        names = method_names()
+        # the floors (random, position) are the leaderboard's; name them to evaluate them here
+        names = tuple(n for n in method_names() if not get_method(n).baseline)
         if model is not None:
             names = tuple(n for n in names if get_method(n).unsupported(model) is None)
         return names
@@ -299,7 +336,7 @@ def _layers(layers: int | Sequence[int] | Literal["all"]) -> tuple[int, ...] | L
     raise InvalidInputError(f"layers must be 'all', a layer index or a list of them; got {layers!r}")
 
 
-def _shared_options(options: Mapping[str, Any], methods: Sequence[str]) -> dict[str, Any]:
+def shared_options(options: Mapping[str, Any], methods: Sequence[str]) -> dict[str, Any]:
     """Shared method options; each must belong to at least one chosen method (typos are refused)."""
     known: set[str] = set()
     for name in methods:
@@ -331,7 +368,8 @@ def _run_options(run: RunOptions | None, legacy: dict[str, Any]) -> RunOptions:
     return run
 
 
-def _dataset_name(dataset: Any) -> str | None:
+def dataset_name(dataset: Any) -> str | None:
+    """``name:split`` of a dataset that has them (None otherwise)."""
     name = getattr(dataset, "name", None)
     split = getattr(dataset, "split", None)
     if not isinstance(name, str):
@@ -439,7 +477,7 @@ def faithfulness(
         bins=check_bins(bins),
         removal=check_choice("removal", removal, Removal),
         aopc_layer=check_int("aopc_layer", aopc_layer),
-        options=_shared_options(options, chosen + refs),
+        options=shared_options(options, chosen + refs),
         method_options=per_method,
         batch_size=check_int("batch_size", batch_size, minimum=1),
     )
@@ -452,7 +490,7 @@ def faithfulness(
     if isinstance(model, Model):
         model.check_dataset(dataset)
         _check_model(model, faith)
-    subset = _select(dataset, examples, selection, seed)
+    subset = select_examples(dataset, examples, selection, seed)
     task = FaithfulnessTask(model, faith, device=device)
     report_options = {"exclude_special": bool(exclude_special), "nan_policy": nan_policy, "magnitude": magnitude}
     with contextlib.ExitStack() as stack:
@@ -460,7 +498,7 @@ def faithfulness(
         if out_dir is None:
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="attrflow-faithfulness-"))) / "run"
         result = run_dataset(task, subset, out_dir=out_dir, **run_options.kwargs())
-        return FaithfulnessReport.from_run(result, dataset=_dataset_name(dataset), **report_options)  # type: ignore[arg-type]
+        return FaithfulnessReport.from_run(result, dataset=dataset_name(dataset), **report_options)  # type: ignore[arg-type]
 
 
 _LEGACY = {
@@ -474,7 +512,8 @@ _LEGACY = {
 }
 
 
-def _select(dataset: Any, examples: int | Sequence[int] | None, selection: Selection, seed: int) -> Any:
+def select_examples(dataset: Any, examples: int | Sequence[int] | None, selection: Selection, seed: int) -> Any:
+    """The examples to evaluate: ``examples`` drawn by :func:`attrflow.data.sample`, or the given positions."""
     if isinstance(examples, (list, tuple, np.ndarray)):
         from attrflow.data import Sample
 

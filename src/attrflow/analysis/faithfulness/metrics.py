@@ -25,6 +25,7 @@ from attrflow.validation import check_choice
 __all__ = [
     "DEFAULT_BINS",
     "AOPCCurve",
+    "Erasures",
     "Removal",
     "aopc",
     "check_bins",
@@ -150,6 +151,55 @@ def _key(feature: Mapping[str, Sequence[int]]) -> tuple[tuple[str, tuple[int, ..
     return tuple((name, tuple(values)) for name, values in sorted(feature.items()))
 
 
+class Erasures:
+    """Variants of one input with some positions removed, deduplicated, each run once in batched calls.
+
+    Row 0 is the input itself. :meth:`add` returns the row of a variant (an existing one when the same token ids
+    were asked for before); :meth:`probabilities` runs every row not run yet in one
+    :meth:`Model.predict_batch` call and returns the target's probability of the rows asked for.
+
+    Args:
+        model: the model (with a tokenizer).
+        encoding: the input.
+        removal: ``"delete"`` the positions, or replace them in place by the ``"unk"`` / ``"mask"`` token.
+        target: the class whose probability is read.
+        batch_size: rows per forward pass (speed only).
+    """
+
+    def __init__(self, model: Model, encoding: Encoding, removal: Removal, target: int, batch_size: int) -> None:
+        if not encoding.input_ids:
+            raise InvalidInputError("AOPC needs token ids; this input has none (image models are not supported)")
+        self.model = model
+        self.encoding = encoding
+        self.removal = removal
+        self.target = target
+        self.batch_size = batch_size
+        self._blank = None if removal == "delete" else replacement_id(model, removal)
+        self._items: list[dict[str, list[int]]] = [token_features(encoding, encoding.input_ids)]
+        self._index: dict[tuple[tuple[str, tuple[int, ...]], ...], int] = {_key(self._items[0]): 0}
+        self._values = np.empty(0)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, removed: Sequence[int] | np.ndarray) -> int:
+        """The row of the input with the positions ``removed`` removed."""
+        feature = _erased_ids(self.encoding, np.asarray(removed, dtype=np.int64), self.removal, self._blank)
+        key = _key(feature)
+        if key not in self._index:
+            self._index[key] = len(self._items)
+            self._items.append(feature)
+        return self._index[key]
+
+    def probabilities(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """``p_target`` of ``rows`` (default: every row), float64; new rows run in one batched call."""
+        done = self._values.size
+        if done < len(self._items):
+            fresh = self.model.predict_batch(self._items[done:], batch_size=self.batch_size)
+            self._values = np.concatenate([self._values, fresh.double()[:, self.target].numpy()])
+        return self._values if rows is None else self._values[np.asarray(rows, dtype=np.int64)]
+
+
 def erasure_curves(
     model: Model,
     encoding: Encoding,
@@ -158,30 +208,24 @@ def erasure_curves(
     bins: tuple[float, ...],
     removal: Removal,
     batch_size: int,
+    *,
+    erasures: Erasures | None = None,
 ) -> dict[str, AOPCCurve]:
-    """Every method's erasure curves from one batched :meth:`Model.predict_batch` call (variants deduplicated)."""
-    if not encoding.input_ids:
-        raise InvalidInputError("AOPC needs token ids; this input has none (image models are not supported)")
-    blank = None if removal == "delete" else replacement_id(model, removal)
-    items: list[dict[str, list[int]]] = [token_features(encoding, encoding.input_ids)]
-    index: dict[tuple[tuple[str, tuple[int, ...]], ...], int] = {_key(items[0]): 0}
+    """Every method's erasure curves from one batched :meth:`Model.predict_batch` call (variants deduplicated).
 
-    def row_of(feature: dict[str, list[int]]) -> int:
-        key = _key(feature)
-        if key not in index:
-            index[key] = len(items)
-            items.append(feature)
-        return index[key]
-
+    ``erasures``: a shared :class:`Erasures` of this input (its variants are then run together with any others
+    already added to it).
+    """
+    batch = erasures if erasures is not None else Erasures(model, encoding, removal, target, batch_size)
     special = list(encoding.special_mask) or [False] * encoding.length
     plans: dict[str, tuple[list[int], list[int], list[int]]] = {}
     for method, values in scores.items():
         order = erasure_order(values, special)
         counts = removal_counts(order.size, bins)
-        dropped = [row_of(_erased_ids(encoding, order[:c], removal, blank)) for c in counts]
-        kept = [row_of(_erased_ids(encoding, order[c:], removal, blank)) for c in counts]
+        dropped = [batch.add(order[:c]) for c in counts]
+        kept = [batch.add(order[c:]) for c in counts]
         plans[method] = (counts, dropped, kept)
-    probabilities = model.predict_batch(items, batch_size=batch_size).double()[:, target].numpy()
+    probabilities = batch.probabilities()
     base = float(probabilities[0])
     curves = {}
     for method, (counts, dropped, kept) in plans.items():
