@@ -91,7 +91,9 @@ def main() -> None:
 
     if args.ray:
         ray_run = RunOptions(engine="ray", num_workers=args.ray, progress=False)
-        ray_wall, _, on_ray = timed(f"(c) whole, Ray x{args.ray}", methods="all", **{**common, "run": ray_run})
+        # the workers load the model by its name (a loaded model does not travel to them)
+        on_ray_options = {**common, "model": args.model, "run": ray_run}
+        ray_wall, _, on_ray = timed(f"(c) whole, Ray x{args.ray}", methods="all", **on_ray_options)
         for method in methods:
             same(method, whole, on_ray)
         per_example[f"(c) whole, Ray x{args.ray}"] = (ray_wall / n, float("nan"))
