@@ -211,3 +211,11 @@ def test_randomized_copy_refuses_shared_layers():
     albert = attrflow.load_model(build("albert", init_scale=0.2), tokenizer=word_tokenizer())
     with pytest.raises(UnsupportedModelError, match="shares one block"):
         albert.randomized(1)
+
+
+def test_a_dataset_of_other_classes_is_refused_before_any_work(bert, tmp_path):
+    two = Dataset([Example("the film was good", label=0)], label_names=("negative", "positive"), name="two")
+    out = tmp_path / "run"
+    with pytest.raises(InvalidInputError, match="classes|labels"):
+        leaderboard(bert, two, methods=["attention"], run=RunOptions(out_dir=out, progress=False))
+    assert not out.exists()

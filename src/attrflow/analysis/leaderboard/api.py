@@ -153,6 +153,7 @@ def leaderboard(
     if loaded is not None and run_options.engine != "local":
         raise InvalidInputError("engine='ray' needs the model as a built-in name or a checkpoint directory")
     probe = loaded if loaded is not None else load_model(model, device=device)  # type: ignore[arg-type]
+    probe.check_dataset(dataset)  # before any work: a model judged on data it was not trained for means nothing
     chosen = leaderboard_methods(probe, methods)
     per_method = {get_method(m).name: dict(o) for m, o in (method_options or {}).items()}
     check_int("beam_width", beam_width, minimum=1)
