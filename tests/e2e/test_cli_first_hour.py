@@ -231,7 +231,7 @@ def test_data_file_hints_name_command_line_options(model_dir, tmp_path, capsys) 
     assert main([*base, "--label-column", "stars", "--out", str(tmp_path / "b")]) == 0
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("text,label\na good film,good\nthe movie,bad\nthe plot,1\n")
-    for command in ("evaluate", "heads", "attack"):
+    for command in ("evaluate", "heads", "attack", "leaderboard"):
         assert main([command, "--model", str(model_dir), "--data", str(mixed), "--out", str(tmp_path / "c")]) == 1
         err = capsys.readouterr().err
         assert "line 4: label 1 is a class index" in err and "--label-names" in err, (command, err)
@@ -244,12 +244,12 @@ def test_a_builtin_dataset_implies_its_builtin_model() -> None:
     assert model_for_data(None, "tweets-sentiment") == "sentiment"
     assert model_for_data(None, "my.csv") == "sentiment"
     assert model_for_data("x", "agreement") == "x"
-    for command in ("evaluate", "heads", "attack"):
+    for command in ("evaluate", "heads", "attack", "leaderboard"):
         assert _parse(command, "--data", "agreement", "--out", "o").model is None  # resolved by model_for_data
 
 
 def test_every_dataset_command_refuses_a_model_trained_on_other_labels(tmp_path, capsys) -> None:
-    for command in ("evaluate", "heads", "attack"):
+    for command in ("evaluate", "heads", "attack", "leaderboard"):
         out = tmp_path / command
         assert main([command, "--model", "sentiment", "--data", "agreement", "--out", str(out)]) == 1
         err = capsys.readouterr().err

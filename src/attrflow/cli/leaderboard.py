@@ -4,9 +4,18 @@ sanity and cost — with intervals and paired tests."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from attrflow.cli._common import add_model_option, positive_int, steps_value
+from attrflow.cli._common import (
+    add_data_options,
+    add_model_option,
+    check_outputs,
+    load_data,
+    model_for_data,
+    positive_int,
+    steps_value,
+)
 from attrflow.cli._run_options import add_run_arguments, run_options_value
 
 
@@ -51,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the attribution tree's masking experiment. Writes DIR/leaderboard.json, .parquet, .html, .md and figures; "
         "the per-example records go to the resumable run directory DIR/run (run the same command again to continue).",
     )
-    add_model_option(parser)
-    parser.add_argument("--data", required=True, metavar="NAME_OR_FILE", help="built-in dataset or a labelled file")
+    add_model_option(parser, dataset=True)
+    add_data_options(parser)
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--examples", type=positive_int, default=None, metavar="N", help="N examples (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of everything random (default 0)")
@@ -117,20 +126,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run ``attrflow leaderboard``."""
-    import importlib.util
     from pathlib import Path
 
     import torch
 
-    from attrflow.analysis.leaderboard import leaderboard
-    from attrflow.data import load_dataset
+    from attrflow.runner import run_lock
 
+    check_outputs(args, directories=("out",))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dataset = load_dataset(args.data, split=args.split)
     out = Path(args.out)
+    with run_lock(out):
+        return _run_locked(args, out)
+
+
+def _run_locked(args: argparse.Namespace, out: Path) -> int:
+    import importlib.util
+
+    from attrflow.analysis.leaderboard import leaderboard
+
+    dataset = load_data(args, args.split)
     board = leaderboard(
-        args.model,
+        model_for_data(args.model, args.data),
         dataset,
         methods=_names(args.methods),
         examples=args.examples,
