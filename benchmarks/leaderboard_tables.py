@@ -98,7 +98,8 @@ def main() -> None:
         table = layer_table(data, metric)
         if table:
             print(f"\n### {metric} per layer\n\n{table}")
-    print(f"\n### ground truth\n\n{truth_table(data)}")
+    if any((e.get("subject_top_rate") or {}).get("mean") is not None for e in data["methods"].values()):
+        print(f"\n### ground truth\n\n{truth_table(data)}")  # agreement data only
     print(f"\n### sanity\n\n{sanity_table(data)}")
     print(f"\n### tree\n\n{tree_table(data)}")
     print(f"\nNAOPC limits: {data['naopc']}")
