@@ -1,7 +1,7 @@
 """README's commands, run as a newcomer runs them: on a fresh clone, from the README's own text.
 
 The quick start's Python block and the ``attrflow`` commands of README's shell blocks run with this interpreter and
-``PYTHONPATH=<clone>/src`` in an empty folder. The dataset commands (evaluate, heads, attack) take minutes: they are
+``PYTHONPATH=<clone>/src`` in an empty folder. The dataset commands (evaluate, heads, attack, leaderboard) take minutes: they are
 marked slow (``pytest -m slow``); the quick start, ``explain`` and ``--help`` run in every ``make test``. The
 explorer's server runs until stopped and has its own tests.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SLOW_COMMANDS = ("evaluate", "heads", "attack", "demo")
+SLOW_COMMANDS = ("evaluate", "heads", "attack", "leaderboard", "demo")
 SERVERS = ("explore",)  # run until stopped: tests/e2e/test_explore_cli.py starts and stops the server
 
 
