@@ -41,6 +41,15 @@ def token_features(encoding: Encoding, ids: Sequence[int]) -> dict[str, list[int
     return feature
 
 
+def _blank_variants(encoding: Encoding, blank: int) -> torch.Tensor:
+    """``[1 + n, N]`` input ids: the input, then the input with its i-th token (at its position) set to ``blank``."""
+    full = encoding.inputs["input_ids"][0]
+    variants = full.unsqueeze(0).repeat(1 + encoding.length, 1)
+    for i, position in enumerate(encoding.positions.tolist()):
+        variants[1 + i, position] = blank
+    return variants
+
+
 def _encoder_blankout_probabilities(model: Model, encoding: Encoding, blank: int, batch_size: int) -> torch.Tensor:
     """Blank-out for encoder-decoder classifiers: token i is replaced in the encoder's input only.
 
@@ -48,10 +57,7 @@ def _encoder_blankout_probabilities(model: Model, encoding: Encoding, blank: int
     end-of-sequence token, which could not be blanked otherwise); this is occlusion of what the explained
     attention, the encoder's, sees.
     """
-    full = encoding.inputs["input_ids"][0]
-    variants = full.unsqueeze(0).repeat(1 + encoding.length, 1)
-    for i, position in enumerate(encoding.positions.tolist()):
-        variants[1 + i, position] = blank
+    variants = _blank_variants(encoding, blank)
     embed = model.input_embedding_module()
     rows = []
     with torch.no_grad():
@@ -91,10 +97,7 @@ def blankout_values(
     if not encoding.input_ids:
         raise InvalidInputError("blank-out needs token ids; this input has none (image models are not supported)")
     blank = replacement_id(model, replacement)
-    full = encoding.inputs["input_ids"][0]
-    variants = full.unsqueeze(0).repeat(1 + encoding.length, 1)
-    for i, position in enumerate(encoding.positions.tolist()):
-        variants[1 + i, position] = blank
+    variants = _blank_variants(encoding, blank)
     embed = model.input_embedding_module()
     values = []
     with torch.no_grad():

@@ -104,33 +104,24 @@ class _AttentionDerived(Method):
         if exclude is not None:
             settings["exclude"] = exclude
         matrices = None
+        kernel: dict[str, Any] = {
+            "method": self.kernel,
+            "layers": list(chosen),
+            "position": context.position,
+            "reduction": reduction,
+            "head_fusion": head_fusion,
+            "residual": residual,
+            "exclude": excluded,
+        }
         if context.streaming:
             if self.kernel == "flow":
                 raise InvalidInputError(flow_too_long(context, chosen, reduction))
-            scores = row_token_scores(
-                context.keys,
-                method=self.kernel,
-                layers=list(chosen),
-                position=context.position,
-                reduction=reduction,
-                head_fusion=head_fusion,
-                residual=residual,
-                exclude=excluded,
-            )
+            scores = row_token_scores(context.keys, **kernel)
             words += "; " + _STREAMED
             settings["attention"] = "rows"
         else:
             attentions = context.attentions
-            scores = attention_token_scores(
-                attentions,
-                method=self.kernel,
-                layers=list(chosen),
-                position=context.position,
-                reduction=reduction,
-                head_fusion=head_fusion,
-                residual=residual,
-                exclude=excluded,
-            )
+            scores = attention_token_scores(attentions, **kernel)
             fused = fuse_heads(attentions[list(chosen)].double(), head_fusion)
             if self.kernel != "attention" and residual:
                 fused = 0.5 * fused + 0.5 * torch.eye(context.n, dtype=fused.dtype)
