@@ -1,7 +1,7 @@
 """The model wrapper: what attrflow knows about a model and the forward passes it runs with attention interventions.
 
 With ``_interface`` (the attention function), ``_probe`` (what the model is), ``_replay`` (hooks), ``_encoding``
-(inputs) and ``_loading``, this package is the only place that touches transformers internals. A wrapped model is
+and ``_inputs`` (inputs) and ``_loading``, this package is the only place that touches transformers internals. A wrapped model is
 switched to attrflow's attention implementation only inside :meth:`Model.engaged`, which restores the original
 implementation, every module's own training flag and every hook on exit, also after an exception.
 """
@@ -13,7 +13,7 @@ import inspect
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,7 +21,8 @@ from torch import nn
 
 from attrflow.errors import InvalidInputError, UnsupportedModelError
 from attrflow.models import _encoding, _finite, _labels
-from attrflow.models._encoding import Encoding, TokenizedText
+from attrflow.models._encoding import Encoding
+from attrflow.models._inputs import InputLike, InputMethods
 from attrflow.models._interface import (
     IMPL_NAME,
     Session,
@@ -36,15 +37,13 @@ from attrflow.models._probe import TASKS, Probe, Task, encoder_of, probe_model, 
 from attrflow.models._replay import embeddings_into, eval_mode, frozen_parameters, run_rows
 from attrflow.models._streaming import KeyCache, StreamingCapture, logits_only_at
 
-InputLike = Any  # str | tuple[str, str] | Mapping[str, Tensor] | Encoding
-
 # the head gate set by the innermost Model.gate_heads (None outside)
 _GATE: ContextVar[torch.Tensor | None] = ContextVar("attrflow_gate", default=None)
 # the interaction masks set by the innermost Model.mask_interactions (None outside)
 _EDITS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("attrflow_edits", default=None)
 
 
-class Model(MixingPasses):
+class Model(InputMethods, MixingPasses):
     """A 🤗 transformers model (+ tokenizer) that attrflow can read and intervene on.
 
     Build it with :func:`load_model`. ``model`` is the wrapped transformers model, returned to its original state
@@ -488,108 +487,6 @@ class Model(MixingPasses):
             attentions=torch.stack([r[0] for r in session.records]) if record else None,
             bases=dict(session.bases),
         )
-
-    # ------------------------------------------------------------------ inputs
-    def max_length(self) -> int | None:
-        """Longest input in tokens the model accepts (None when unbounded or unknown)."""
-        return _encoding.max_length(self.model, self.tokenizer)
-
-    def encode(self, text: str, text_pair: str | None = None, *, truncation: bool = True) -> Encoding:
-        """Tokenise ``text`` (and ``text_pair``) into an :class:`Encoding` of batch size 1.
-
-        Args:
-            text: the input text; must not be empty or only whitespace.
-            text_pair: optional second segment (sentence-pair tasks).
-            truncation: cut inputs longer than the model's maximum (with a warning); False raises instead.
-
-        Raises:
-            InvalidInputError: empty text, or too long with ``truncation=False``, or no tokenizer.
-        """
-        if self.tokenizer is None:
-            raise InvalidInputError("this model has no tokenizer: pass inputs as a dict of tensors, or give tokenizer=")
-        _encoding.check_text(
-            text,
-            text_pair,
-            message="{label} is empty or holds only whitespace, zero-width or control characters; give text with words in it",
-        )
-        tensors, truncated = _encoding.encode_text(
-            self.tokenizer, text, text_pair, limit=self.max_length(), truncation=truncation
-        )
-        encoding = self.from_tensors(tensors)
-        return Encoding(**{**encoding.__dict__, "truncated": truncated})
-
-    def from_tensors(self, inputs: Mapping[str, Any]) -> Encoding:
-        """Wrap a dict of batch-1 tensors (``input_ids``/``attention_mask``/... or ``pixel_values``)."""
-        tensors = _encoding.batch1_tensors(inputs, self.device)
-        if "pixel_values" in tensors:
-            session = Session(record=True)
-            with self.engaged(), torch.no_grad():
-                self._forward(tensors, session)
-            return _encoding.image_encoding(tensors, self.model.config, int(session.records[0].shape[-1]))
-        # decoders read the last position; encoder-decoder classifiers read the end-of-sequence token (last)
-        return _encoding.text_encoding(
-            tensors,
-            self.tokenizer,
-            vocab_size=int(self.model.config.get_text_config().vocab_size),
-            reads_last=self.causal or self.task == "causal-lm" or self.is_encoder_decoder,
-            limit=self.max_length(),
-        )
-
-    def prepare(self, inputs: InputLike, *, truncation: bool = True) -> Encoding:
-        """Turn any accepted input form into an :class:`Encoding`.
-
-        Accepted: a string; a ``(text, text_pair)`` tuple; a dict of batch-1 tensors; an :class:`Encoding`.
-        """
-        if isinstance(inputs, Encoding):
-            return inputs
-        if isinstance(inputs, str):
-            return self.encode(inputs, truncation=truncation)
-        if isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
-            return self.encode(inputs[0], inputs[1], truncation=truncation)
-        if isinstance(inputs, Mapping):
-            return self.from_tensors(inputs)
-        raise InvalidInputError(
-            f"cannot explain an input of type {type(inputs).__name__}: give a string, a (text, text_pair) tuple, "
-            "or a dict of tensors with batch size 1"
-        )
-
-    def tokenize(
-        self, text: str, text_pair: str | None = None, *, max_length: int | Literal["model"] | None = "model"
-    ) -> TokenizedText:
-        """Tokenise like the model's own encoding (special tokens; truncation to ``max_length``), as plain ints.
-
-        For dataset-level work that edits token ids before running them (trigger insertion, deletion for AOPC):
-        the result's :meth:`TokenizedText.features` go to :meth:`predict_batch`. ``max_length="model"`` (default)
-        truncates to :meth:`max_length`; an int truncates shorter (e.g. to leave room for inserted tokens); None
-        never truncates.
-
-        Raises:
-            InvalidInputError: no tokenizer, an empty text, or a ``max_length`` below 1.
-        """
-        if self.tokenizer is None:
-            raise InvalidInputError("this model has no tokenizer; give inputs as tensors")
-        _encoding.check_text(
-            text, text_pair, message="an example has an empty {label} ({value!r}); remove it from the dataset"
-        )
-        limit = self.max_length() if max_length == "model" else max_length
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidInputError(f"max_length must be a whole number >= 1, 'model' or None; got {max_length!r}")
-        return _encoding.tokenize(self.tokenizer, text, text_pair, limit=limit)
-
-    def continuation_ids(self, text: str) -> tuple[int, ...]:
-        """Token ids of ``text`` to append to an input (no special tokens), e.g. a continuation to explain.
-
-        Raises:
-            InvalidInputError: no tokenizer, an empty text, or a text that gives no tokens.
-        """
-        if self.tokenizer is None:
-            raise InvalidInputError("this model has no tokenizer: give the continuation as token ids")
-        if not isinstance(text, str) or not text:
-            raise InvalidInputError(f"a continuation must be a non-empty string, got {text!r}")
-        ids = _encoding.continuation_ids(self.tokenizer, text)
-        if not ids:
-            raise InvalidInputError(f"the continuation {text!r} gives no tokens")
-        return ids
 
     # ------------------------------------------------------------------ interventions
     @contextlib.contextmanager
